@@ -1,0 +1,136 @@
+"""Parsing of the few HTTP and Canvas header values we act on, and redaction.
+
+Every parser here is total: hostile or malformed input yields ``None``, never an
+exception, because these run while we are already handling a failure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+#: Longest header value we bother to parse; a longer one is garbage or an attack.
+MAX_HEADER_VALUE_LENGTH = 256
+
+#: Query parameters that carry credentials and must never be logged or shown.
+SECRET_QUERY_KEYS = frozenset({"access_token", "token", "client_secret", "code"})
+
+HeadersLike = Mapping[str, str] | Iterable[tuple[str, str]] | CIMultiDictProxy[str] | None
+
+
+def status_phrase(status: int | None) -> str:
+    """Return the standard reason phrase for *status*, or "" when it has none."""
+    if status is None:
+        return ""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def to_headers(headers: object) -> CIMultiDict[str]:
+    """Copy any header container into a case-insensitive multidict, dropping junk.
+
+    Accepts mappings and iterables of pairs; non-string keys or values are
+    converted with ``str`` and anything unusable is skipped rather than raised.
+    """
+    result: CIMultiDict[str] = CIMultiDict()
+    if headers is None:
+        return result
+    try:
+        items = headers.items() if isinstance(headers, Mapping) else iter(headers)  # type: ignore[call-overload]
+        for item in items:
+            try:
+                key, value = item
+            except (TypeError, ValueError):
+                continue
+            key_text = key.decode("latin-1") if isinstance(key, bytes) else str(key)
+            value_text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            result.add(key_text, value_text)
+    except Exception:
+        return result
+    return result
+
+
+def parse_float_header(value: str | None) -> float | None:
+    """Parse a Canvas float header (``600.0``, ``1.0e-05``, ``-12``) or return None.
+
+    Canvas prints Ruby floats; Python's ``float`` reads all of their forms. NaN
+    and infinities are refused because no arithmetic downstream can use them.
+    """
+    if value is None or len(value) > MAX_HEADER_VALUE_LENGTH:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
+    """Return the wait a ``Retry-After`` value asks for, in seconds, or None.
+
+    Both forms of RFC 9110 are read: delay-seconds and an HTTP-date. A date in
+    the past means "now" (0.0). Garbage, negatives and non-finite numbers give
+    None. The value is not capped here: the retry policy decides what to do
+    with an absurd hint (fail fast rather than sleep for hours).
+    """
+    if value is None or len(value) > MAX_HEADER_VALUE_LENGTH:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    seconds = parse_float_header(text) if _looks_numeric(text) else None
+    if seconds is not None:
+        return seconds if seconds >= 0 else None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    current = now or dt.datetime.now(dt.UTC)
+    return max(0.0, (when - current).total_seconds())
+
+
+def _looks_numeric(text: str) -> bool:
+    return text[0].isdigit() or text[0] in "+-."
+
+
+def redact_url(url: str | URL | None) -> str | None:
+    """Return *url* as text with credentials removed (query secrets, userinfo)."""
+    if url is None:
+        return None
+    try:
+        parsed = url if isinstance(url, URL) else URL(str(url))
+        if parsed.user or parsed.password:
+            parsed = parsed.with_user(None)
+        secret_keys = [key for key in parsed.query if key.lower() in SECRET_QUERY_KEYS]
+        if secret_keys:
+            parsed = parsed.with_query(
+                [(k, v) for k, v in parsed.query.items() if k.lower() not in SECRET_QUERY_KEYS]
+            )
+        return str(parsed)
+    except (TypeError, ValueError):
+        return "<unparseable URL>"
+
+
+def token_fingerprint(token: str) -> str:
+    """Return a short, stable, non-reversible name for an access token.
+
+    Twelve hex digits of SHA-256 identify a token in logs and throttle keys
+    without letting anyone who reads them use it.
+    """
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()[:12]
+
+
+def origin_of(url: URL) -> str:
+    """Return ``scheme://host:port`` of an absolute URL, lower-cased."""
+    return str(url.origin()).lower()
