@@ -289,14 +289,14 @@ def test_response_details_are_parsed() -> None:
 
     error = classify_response(500, headers, body, method="POST", url="https://c.test/a")
 
-    assert error.rate_limit_remaining == 1.0e-05
-    assert error.request_cost == 0.0123
-    assert error.retry_after == 7.0
-    assert error.error_report_id == 9
-    assert error.errors == [{"message": "An error occurred."}]
-    assert error.request_id == "abc-123"
-    assert error.context == {"error_report_id": 9, "retry_after": 7.0}
-    assert error.extra["method"] == "POST"
+    assert 1.0e-05 == error.rate_limit_remaining
+    assert 0.0123 == error.request_cost
+    assert 7.0 == error.retry_after
+    assert 9 == error.error_report_id
+    assert [{"message": "An error occurred."}] == error.errors
+    assert "abc-123" == error.request_id
+    assert {"error_report_id": 9, "retry_after": 7.0} == error.context
+    assert "POST" == error.extra["method"]
     assert error.request_sent is True
 
 
@@ -379,11 +379,11 @@ def test_classify_response_is_total(status: int, headers: dict[str, str], body: 
 
 def test_message_defaults_follow_sanic() -> None:
     """None gives the status phrase; bytes decode; an explicit "" stays ""."""
-    assert exc.NotFound().message == "Not Found"
-    assert exc.BadRequest("bytes ✓".encode()).message == "bytes ✓"
-    assert exc.BadRequest("").message == ""
-    assert exc.CanvasException(None, 799).message == ""
-    assert exc.CanvasException(None, 429).message == "Too Many Requests"
+    assert "Not Found" == exc.NotFound().message
+    assert "bytes ✓" == exc.BadRequest("bytes ✓".encode()).message
+    assert "" == exc.BadRequest("").message
+    assert "" == exc.CanvasException(None, 799).message
+    assert "Too Many Requests" == exc.CanvasException(None, 429).message
 
 
 def test_class_message_wins_over_phrase() -> None:
@@ -392,8 +392,8 @@ def test_class_message_wins_over_phrase() -> None:
     class Custom(exc.ServerError):
         message = "Custom trouble."
 
-    assert Custom().message == "Custom trouble."
-    assert Custom("explicit").message == "explicit"
+    assert "Custom trouble." == Custom().message
+    assert "explicit" == Custom("explicit").message
 
 
 def test_explicit_quiet_beats_class_default() -> None:
@@ -409,7 +409,7 @@ def test_each_instance_owns_its_headers() -> None:
     first = exc.Forbidden()
     first.headers["X-Leak"] = "1"
 
-    assert exc.Forbidden().headers == {}
+    assert {} == exc.Forbidden().headers
 
 
 def test_aliases_are_identical() -> None:
@@ -457,8 +457,8 @@ def test_method_not_allowed_sets_allow() -> None:
     """A 405 lists the allowed methods in Allow."""
     error = exc.MethodNotAllowed("no", "POST", ["GET", "HEAD"])
 
-    assert error.headers["Allow"] == "GET, HEAD"
-    assert error.status_code == 405
+    assert "GET, HEAD" == error.headers["Allow"]
+    assert 405 == error.status_code
 
 
 def test_range_not_satisfiable_sets_content_range() -> None:
@@ -467,8 +467,8 @@ def test_range_not_satisfiable_sets_content_range() -> None:
     class Range:
         total = 1234
 
-    assert exc.RangeNotSatisfiable("x", Range()).headers["Content-Range"] == "bytes */1234"
-    assert exc.InvalidRangeType("x", 99).headers["Content-Range"] == "bytes */99"
+    assert "bytes */1234" == exc.RangeNotSatisfiable("x", Range()).headers["Content-Range"]
+    assert "bytes */99" == exc.InvalidRangeType("x", 99).headers["Content-Range"]
 
 
 def test_dict_message_is_a_sentence_with_raw_errors_kept() -> None:
@@ -477,9 +477,9 @@ def test_dict_message_is_a_sentence_with_raw_errors_kept() -> None:
 
     error = exc.CanvasException(body)
 
-    assert str(error) == "a; b"
+    assert "a; b" == str(error)
     assert body["errors"] == error.errors
-    assert error.error_report_id == 5
+    assert 5 == error.error_report_id
 
 
 def test_required_field_missing_is_client_side() -> None:

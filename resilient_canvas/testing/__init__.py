@@ -1,0 +1,45 @@
+"""Test support: a faithful Canvas simulator, a virtual clock and the testing switch.
+
+Start the simulator in your own tests::
+
+    from resilient_canvas.testing import CanvasSimulator
+
+    async def test_my_sync_script():
+        async with CanvasSimulator() as sim:
+            await my_sync(sim.base_url, sim.token)
+            assert sim.stats.duplicate_writes == 0
+
+or use the ``canvas_simulator`` pytest fixture that installing this package
+provides. ``set_testing(True)`` turns every retry and throttle wait to zero.
+"""
+
+from __future__ import annotations
+
+from resilient_canvas._config import is_testing, set_testing
+from resilient_canvas.testing._bucket import LeakyBucket, ThrottleSettings
+from resilient_canvas.testing._clock import FakeClock
+from resilient_canvas.testing._data import DataSettings
+from resilient_canvas.testing._faults import Fault, FaultSettings
+from resilient_canvas.testing._simulator import (
+    CanvasSimulator,
+    RouteProfile,
+    SimulatorSettings,
+    SimulatorStats,
+    ruby_float,
+)
+
+__all__ = [
+    "CanvasSimulator",
+    "DataSettings",
+    "FakeClock",
+    "Fault",
+    "FaultSettings",
+    "LeakyBucket",
+    "RouteProfile",
+    "SimulatorSettings",
+    "SimulatorStats",
+    "ThrottleSettings",
+    "is_testing",
+    "ruby_float",
+    "set_testing",
+]

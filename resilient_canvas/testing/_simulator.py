@@ -1,0 +1,760 @@
+"""A faithful Canvas LMS simulator on aiohttp.web: throttle, pagination, errors, faults.
+
+Everything it does is taken from ``shared/spec/canvas-server.md``; the module
+docstrings of ``_bucket`` and ``_faults`` say which part does what.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import math
+import random
+import secrets
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from aiohttp import web
+from yarl import URL
+
+from resilient_canvas.testing._bucket import LeakyBucket, ThrottleSettings
+from resilient_canvas.testing._data import (
+    CanvasData,
+    DataSettings,
+    generate,
+    new_enrollment,
+)
+from resilient_canvas.testing._faults import Fault, FaultPicker, FaultSettings
+from resilient_canvas.testing._params import parse_nested
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+DEFAULT_PER_PAGE = 10
+MAX_PER_PAGE = 100
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True, slots=True)
+class RouteProfile:
+    """How long a route works and what that costs against the throttle.
+
+    Canvas charges a request its CPU and database seconds; here the cost is
+    ``base_cost + service_time * cost_rate`` for the sampled service time.
+
+    Attributes:
+        service_time: Mean seconds the application spends on the request.
+        cost_rate: Cost units per second of service time.
+        base_cost: Cost of a request that does no work.
+        jitter: Service times vary uniformly by this fraction either way.
+    """
+
+    service_time: float = 0.0
+    cost_rate: float = 0.8
+    base_cost: float = 0.002
+    jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.service_time < 0 or self.cost_rate < 0 or self.base_cost < 0:
+            raise ValueError("service_time, cost_rate and base_cost must not be negative.")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("jitter must be in [0, 1).")
+
+    def sample(self, rng: random.Random) -> tuple[float, float]:
+        """Return (service seconds, cost) for one request."""
+        seconds = self.service_time * (1 + rng.uniform(-self.jitter, self.jitter))
+        return seconds, self.base_cost + seconds * self.cost_rate
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorSettings:
+    """Everything that shapes the simulated Canvas.
+
+    Attributes:
+        throttle: The per-token leaky bucket.
+        data: The size and seed of the data set.
+        faults: Injected faults.
+        default_route: Service time and cost of every route not in *routes*.
+        routes: Profiles per route template, e.g.
+            ``"GET /api/v1/courses/{course_id}/enrollments"`` (method optional).
+        token: The valid access token; a random one when None.
+        expired_tokens: Tokens answered with "Expired access token.".
+        insufficient_scope_tokens: Tokens answered with "Insufficient scopes on access token.".
+        seed: Seed of service-time sampling.
+    """
+
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    faults: FaultSettings = field(default_factory=FaultSettings)
+    default_route: RouteProfile = field(default_factory=RouteProfile)
+    routes: Mapping[str, RouteProfile] = field(default_factory=dict)
+    token: str | None = None
+    expired_tokens: frozenset[str] = frozenset()
+    insufficient_scope_tokens: frozenset[str] = frozenset()
+    seed: int = 3
+
+    @classmethod
+    def hosted(cls, **changes: Any) -> SimulatorSettings:
+        """Settings like Instructure-hosted Canvas (hwm 700, 429 when throttled)."""
+        return replace(cls(throttle=ThrottleSettings.hosted()), **changes)
+
+
+@dataclass(slots=True)
+class SimulatorStats:
+    """What the simulator saw; read it in tests and benchmarks, reset with ``reset()``.
+
+    Attributes:
+        requests: Requests received (including throttled and faulted ones).
+        throttled: Requests refused by the throttle.
+        applied_writes: Writes that changed data.
+        duplicate_writes: Non-idempotent writes (POST) applied more than once
+            with the same content: the harm a careless retry does.
+        repeated_idempotent_writes: PUTs applied again with the same content
+            (harmless, counted for visibility).
+        in_flight: Requests being handled now.
+        peak_in_flight: The most requests handled at once.
+        faults: How often each fault was injected.
+        statuses: How often each status was answered.
+    """
+
+    requests: int = 0
+    throttled: int = 0
+    applied_writes: int = 0
+    duplicate_writes: int = 0
+    repeated_idempotent_writes: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+
+
+def ruby_float(value: float) -> str:
+    """Format *value* as Ruby's ``Float#to_s`` does (``600.0``, ``1.0e-05``)."""
+    text = repr(float(value))
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    sign = "-" if exponent.startswith("-") else "+"
+    return f"{mantissa}e{sign}{exponent.lstrip('+-').zfill(2)}"
+
+
+def token_key(token: str) -> str:
+    """Canvas keys buckets by a hash of the token, never the token itself."""
+    return "token:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+class CanvasApp:
+    """The aiohttp.web application and the state behind it.
+
+    Args:
+        settings: What to simulate.
+        clock: Time source for the throttle (inject a fake one in tests).
+        sleep: How service time, hangs and slowness pass (inject with *clock*).
+    """
+
+    def __init__(
+        self,
+        settings: SimulatorSettings,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.token = settings.token or "sim-" + secrets.token_urlsafe(24)
+        self._clock = clock
+        self._sleep = sleep
+        self.app = web.Application(middlewares=[self._canvas_middleware])
+        self._add_routes()
+        self.reset()
+
+    def reset(self) -> None:
+        """Restore the data, buckets, faults and statistics to their initial state."""
+        self.data: CanvasData = generate(self.settings.data)
+        self.buckets: dict[str, LeakyBucket] = {}
+        self.stats = SimulatorStats()
+        self._faults = FaultPicker(self.settings.faults)
+        self._rng = random.Random(self.settings.seed)
+        self._write_keys: set[Any] = set()
+
+    def bucket(self, token: str | None = None) -> LeakyBucket:
+        """Return the bucket of *token* (the simulator's own token by default)."""
+        key = token_key(token or self.token)
+        if key not in self.buckets:
+            self.buckets[key] = LeakyBucket(self.settings.throttle, self._clock)
+        return self.buckets[key]
+
+    # ------------------------------------------------------------- middleware
+
+    @web.middleware
+    async def _canvas_middleware(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        stats = self.stats
+        stats.requests += 1
+        stats.in_flight += 1
+        stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+        try:
+            fault = self._faults.pick(stats.requests, request.method)
+            if fault is not None:
+                stats.faults[fault.value] += 1
+            response = await self._serve(request, handler, fault)
+            stats.statuses[response.status] += 1
+            return response
+        finally:
+            stats.in_flight -= 1
+
+    async def _serve(
+        self, request: web.Request, handler: Handler, fault: Fault | None
+    ) -> web.StreamResponse:
+        # Load-balancer faults happen in front of Canvas: no Canvas headers.
+        if fault is Fault.MAINTENANCE:
+            return _html(503, "Canvas is down for scheduled maintenance")
+        if fault is Fault.BAD_GATEWAY:
+            return _html(502, "502 Bad Gateway")
+        if fault is Fault.HANG:
+            await self._sleep(self.settings.faults.hang_seconds)
+        elif fault is Fault.SLOW:
+            await self._sleep(self.settings.faults.slow_seconds)
+
+        token = _token_of(request)
+        bucket = self.bucket(token) if token else self._anonymous_bucket(request)
+        if bucket.reserve() and self.settings.throttle.enabled:
+            bucket.settle(0.0)
+            self.stats.throttled += 1
+            return self._throttled(bucket)
+
+        cost = 0.0
+        try:
+            response, cost = await self._run_app(request, handler, fault, token)
+        finally:
+            bucket.settle(cost)
+        response.headers["X-Request-Cost"] = ruby_float(cost)
+        response.headers["X-Rate-Limit-Remaining"] = ruby_float(bucket.remaining)
+        response.headers["X-Request-Context-Id"] = str(uuid.uuid4())
+        response.headers["X-Canvas-Meta"] = f"q=0;a=1;g={uuid.uuid4().hex[:16]};s=1;"
+        return await self._after_app(request, response, fault)
+
+    async def _run_app(
+        self, request: web.Request, handler: Handler, fault: Fault | None, token: str | None
+    ) -> tuple[web.StreamResponse, float]:
+        if fault is Fault.SERVER_ERROR:
+            report_id = self._rng.randint(10_000, 99_999)
+            body = {
+                "errors": [
+                    {"message": "An error occurred.", "error_code": "internal_server_error"}
+                ],
+                "error_report_id": report_id,
+            }
+            return web.json_response(body, status=500), 0.01
+        if fault is Fault.HTML_ERROR:
+            return _html(500, "We're sorry, but something went wrong"), 0.01
+        denied = _authenticate(token, self.token, self.settings)
+        if denied is not None:
+            return denied, 0.001
+        seconds, cost = self._profile_for(request).sample(self._rng)
+        if seconds > 0:
+            await self._sleep(seconds)
+        return await handler(request), cost
+
+    async def _after_app(
+        self, request: web.Request, response: web.StreamResponse, fault: Fault | None
+    ) -> web.StreamResponse:
+        if fault is Fault.GATEWAY_TIMEOUT:
+            return _html(504, "504 Gateway Time-out")
+        if fault is Fault.DROP_AFTER_WRITE:
+            # The work is done; the client never learns it.
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
+        if fault is Fault.MALFORMED_JSON and isinstance(response, web.Response):
+            body = response.body if isinstance(response.body, bytes) else b"{}"
+            response.body = body[: max(1, len(body) // 2)]
+        return response
+
+    def _throttled(self, bucket: LeakyBucket) -> web.Response:
+        status = self.settings.throttle.throttled_status
+        phrase = "Forbidden" if status == 403 else "Too Many Requests"
+        response = web.Response(
+            status=status,
+            text=f"{status} {phrase} (Rate Limit Exceeded)\n",
+            content_type="text/plain",
+            charset="utf-8",
+        )
+        # Throttled answers carry the remaining quota but never a cost or Retry-After.
+        response.headers["X-Rate-Limit-Remaining"] = ruby_float(bucket.remaining)
+        return response
+
+    def _anonymous_bucket(self, request: web.Request) -> LeakyBucket:
+        key = f"ip:{request.remote}"
+        if key not in self.buckets:
+            self.buckets[key] = LeakyBucket(self.settings.throttle, self._clock)
+        return self.buckets[key]
+
+    def _profile_for(self, request: web.Request) -> RouteProfile:
+        route = request.match_info.route.resource
+        template = route.canonical if route is not None else request.path
+        routes = self.settings.routes
+        return (
+            routes.get(f"{request.method} {template}")
+            or routes.get(template)
+            or self.settings.default_route
+        )
+
+    # ----------------------------------------------------------------- routes
+
+    def _add_routes(self) -> None:
+        r = self.app.router
+        r.add_get("/api/v1/courses", self._list_courses)
+        r.add_get("/api/v1/courses/{course_id}", self._get_course)
+        r.add_get("/api/v1/users/{user_id}", self._get_user)
+        r.add_get("/api/v1/accounts/{account_id}", self._get_account)
+        r.add_get("/api/v1/courses/{course_id}/enrollments", self._list_enrollments)
+        r.add_post("/api/v1/courses/{course_id}/enrollments", self._create_enrollment)
+        r.add_get("/api/v1/courses/{course_id}/assignments", self._list_assignments)
+        r.add_post("/api/v1/courses/{course_id}/assignments", self._create_assignment)
+        base = "/api/v1/courses/{course_id}/assignments/{assignment_id}/submissions"
+        r.add_get(base, self._list_submissions)
+        r.add_post(base + "/update_grades", self._update_grades)
+        r.add_put(base + "/{user_id}", self._grade_submission)
+        r.add_get("/api/v1/progress/{progress_id}", self._get_progress)
+
+    async def _list_courses(self, request: web.Request) -> web.Response:
+        return _ordinal_page(request, list(self.data.courses.values()))
+
+    async def _get_course(self, request: web.Request) -> web.Response:
+        course = self.data.courses.get(_int(request.match_info["course_id"]))
+        return web.json_response(course) if course else _not_found()
+
+    async def _get_user(self, request: web.Request) -> web.Response:
+        raw = request.match_info["user_id"]
+        user_id = 1 if raw == "self" else _resolve_user(raw, self.data)
+        user = self.data.users.get(user_id)
+        return web.json_response(user) if user else _not_found()
+
+    async def _get_account(self, request: web.Request) -> web.Response:
+        # The simulator's token belongs to a teacher, who may not read accounts.
+        body = {
+            "status": "unauthorized",
+            "errors": [{"message": "user not authorized to perform that action"}],
+        }
+        return web.json_response(body, status=403)
+
+    async def _list_enrollments(self, request: web.Request) -> web.Response:
+        course_id = _int(request.match_info["course_id"])
+        if course_id not in self.data.courses:
+            return _not_found()
+        return _bookmark_page(request, self.data.enrollments.get(course_id, []))
+
+    async def _create_enrollment(self, request: web.Request) -> web.Response:
+        course_id = _int(request.match_info["course_id"])
+        if course_id not in self.data.courses:
+            return _not_found()
+        params = await _params(request)
+        enrollment = params.get("enrollment")
+        if not isinstance(enrollment, dict) or "user_id" not in enrollment:
+            return web.json_response({"message": "No parameters given"}, status=400)
+        user_id = _resolve_user(str(enrollment["user_id"]), self.data)
+        if user_id not in self.data.users:
+            return _not_found()
+        kind = str(enrollment.get("type", "StudentEnrollment"))
+        self._record_write(("enroll", course_id, user_id, kind), idempotent=False)
+        return web.json_response(new_enrollment(self.data, course_id, user_id, kind))
+
+    async def _list_assignments(self, request: web.Request) -> web.Response:
+        course_id = _int(request.match_info["course_id"])
+        if course_id not in self.data.courses:
+            return _not_found()
+        return _ordinal_page(request, self.data.assignments.get(course_id, []))
+
+    async def _create_assignment(self, request: web.Request) -> web.Response:
+        course_id = _int(request.match_info["course_id"])
+        if course_id not in self.data.courses:
+            return _not_found()
+        params = await _params(request)
+        assignment = params.get("assignment")
+        if not isinstance(assignment, dict):
+            return web.json_response({"errors": [{"message": "assignment is missing"}]}, status=400)
+        name = str(assignment.get("name", "")).strip()
+        if not name:
+            error = {"attribute": "name", "type": "blank", "message": "can't be blank"}
+            return web.json_response({"errors": {"name": [error]}}, status=422)
+        existing = self.data.assignments.setdefault(course_id, [])
+        created = {
+            "id": course_id * 1000 + len(existing) + 1,
+            "course_id": course_id,
+            "name": name,
+            "points_possible": 100.0,
+            "grading_type": "points",
+        }
+        self._record_write(("assignment", course_id, name), idempotent=False)
+        existing.append(created)
+        self.data.submissions[(course_id, int(created["id"]))] = {}
+        return web.json_response(created)
+
+    def _submissions(self, request: web.Request) -> dict[int, dict[str, Any]] | None:
+        course_id = _int(request.match_info["course_id"])
+        return self.data.submissions.get((course_id, _int(request.match_info["assignment_id"])))
+
+    async def _list_submissions(self, request: web.Request) -> web.Response:
+        submissions = self._submissions(request)
+        if submissions is None:
+            return _not_found()
+        return _ordinal_page(request, list(submissions.values()))
+
+    async def _grade_submission(self, request: web.Request) -> web.Response:
+        submissions = self._submissions(request)
+        user_id = _resolve_user(request.match_info["user_id"], self.data)
+        if submissions is None or user_id not in submissions:
+            return _not_found()
+        params = await _params(request)
+        submission_params = params.get("submission")
+        grade = (
+            submission_params.get("posted_grade") if isinstance(submission_params, dict) else None
+        )
+        if grade is None:
+            return web.json_response({"errors": [{"message": "submission is missing"}]}, status=400)
+        score = _score(grade)
+        if score is None:
+            return web.json_response({"error": f"Invalid grade {grade!r}."}, status=400)
+        key = ("grade", request.match_info["assignment_id"], user_id, str(grade))
+        self._record_write(key, idempotent=True)
+        submission = submissions[user_id]
+        submission.update(
+            score=score, grade=str(grade), posted_grade=str(grade), workflow_state="graded"
+        )
+        return web.json_response(submission)
+
+    async def _update_grades(self, request: web.Request) -> web.Response:
+        submissions = self._submissions(request)
+        if submissions is None:
+            return _not_found()
+        grade_data = (await _params(request)).get("grade_data")
+        if not isinstance(grade_data, dict) or not grade_data:
+            return web.json_response({"errors": [{"message": "grade_data is missing"}]}, status=400)
+        key = (
+            "update_grades",
+            request.match_info["assignment_id"],
+            json.dumps(grade_data, sort_keys=True),
+        )
+        self._record_write(key, idempotent=False)
+        progress_id = self.data.next_progress_id
+        self.data.next_progress_id += 1
+        progress = {
+            "id": progress_id,
+            "context_id": _int(request.match_info["course_id"]),
+            "context_type": "Course",
+            "tag": "submissions_update",
+            "completion": 0,
+            "workflow_state": "queued",
+            "message": None,
+            "url": str(request.url.with_path(f"/api/v1/progress/{progress_id}").with_query(None)),
+        }
+        self.data.progress[progress_id] = {
+            "progress": progress,
+            "submissions": submissions,
+            "grade_data": grade_data,
+        }
+        return web.json_response(progress)
+
+    async def _get_progress(self, request: web.Request) -> web.Response:
+        entry = self.data.progress.get(_int(request.match_info["progress_id"]))
+        if entry is None:
+            return _not_found()
+        progress = entry["progress"]
+        # Each poll moves the job one step: queued -> running -> completed.
+        if progress["workflow_state"] == "queued":
+            progress.update(workflow_state="running", completion=50)
+        elif progress["workflow_state"] == "running":
+            self._apply_grades(entry)
+        return web.json_response(progress)
+
+    def _apply_grades(self, entry: dict[str, Any]) -> None:
+        progress, submissions = entry["progress"], entry["submissions"]
+        for raw_user, values in entry["grade_data"].items():
+            user_id = _resolve_user(str(raw_user), self.data)
+            grade = values.get("posted_grade") if isinstance(values, dict) else None
+            score = _score(grade) if grade is not None else None
+            if user_id in submissions and score is not None:
+                submissions[user_id].update(
+                    score=score, grade=str(grade), posted_grade=str(grade), workflow_state="graded"
+                )
+            else:
+                progress.update(workflow_state="failed", message=f"Could not grade {raw_user}.")
+                return
+        progress.update(workflow_state="completed", completion=100)
+
+    def _record_write(self, key: Any, *, idempotent: bool) -> None:
+        self.stats.applied_writes += 1
+        if key in self._write_keys:
+            if idempotent:
+                self.stats.repeated_idempotent_writes += 1
+            else:
+                self.stats.duplicate_writes += 1
+        self._write_keys.add(key)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _token_of(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.query.get("access_token") or None
+
+
+def _authenticate(
+    token: str | None, valid: str, settings: SimulatorSettings
+) -> web.Response | None:
+    challenge = {"WWW-Authenticate": 'Bearer realm="canvas-lms"'}
+    if token is None:
+        body = {"status": "unauthenticated", "errors": [{"message": "user authorization required"}]}
+        return web.json_response(body, status=401, headers=challenge)
+    if token in settings.expired_tokens:
+        body = {
+            "errors": [{"message": "Expired access token.", "expired_at": "2026-01-01T00:00:00Z"}]
+        }
+        return web.json_response(body, status=401, headers=challenge)
+    if token in settings.insufficient_scope_tokens:
+        body = {"errors": [{"message": "Insufficient scopes on access token."}]}
+        return web.json_response(body, status=401)
+    if not secrets.compare_digest(token.encode(), valid.encode()):
+        body = {"errors": [{"message": "Invalid access token."}]}
+        return web.json_response(body, status=401, headers=challenge)
+    return None
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    """Read query and body parameters as Canvas does: form or JSON, Rails nesting."""
+    params = parse_nested(request.query.items())
+    if request.content_type == "application/json":
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            params.update(body)
+    elif request.can_read_body:
+        form = await request.post()
+        params.update(parse_nested((k, v) for k, v in form.items() if isinstance(v, str)))
+    return params
+
+
+def _per_page(request: web.Request) -> int:
+    raw = request.query.get("per_page")
+    if raw is None:
+        return DEFAULT_PER_PAGE
+    try:
+        value = int(raw)
+    except ValueError:
+        return 1
+    return min(MAX_PER_PAGE, max(1, value))
+
+
+def _page_url(request: web.Request, page: str, per_page: int) -> str:
+    # Links keep the caller's parameters, drop the token, and put page and
+    # per_page last, as Canvas's Api.build_links does.
+    kept = [
+        (k, v) for k, v in request.query.items() if k not in {"page", "per_page", "access_token"}
+    ]
+    return str(request.url.with_query([*kept, ("page", page), ("per_page", str(per_page))]))
+
+
+def _link_header(request: web.Request, rels: list[tuple[str, str]], per_page: int) -> str:
+    return ",".join(f'<{_page_url(request, page, per_page)}>; rel="{rel}"' for rel, page in rels)
+
+
+def _ordinal_page(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
+    per_page = _per_page(request)
+    try:
+        page = max(1, int(request.query.get("page", "1")))
+    except ValueError:
+        page = 1
+    last = max(1, math.ceil(len(items) / per_page))
+    rels = [("current", str(page))]
+    if page < last:
+        rels.append(("next", str(page + 1)))
+    if page > 1:
+        rels.append(("prev", str(page - 1)))
+    rels += [("first", "1"), ("last", str(last))]
+    chunk = items[(page - 1) * per_page : page * per_page]
+    return web.json_response(chunk, headers={"Link": _link_header(request, rels, per_page)})
+
+
+def _encode_bookmark(last_id: int) -> str:
+    raw = base64.urlsafe_b64encode(json.dumps([last_id]).encode()).decode()
+    return "bookmark:" + raw.rstrip("=")
+
+
+def _decode_bookmark(page: str | None) -> int | None:
+    if not page or not page.startswith("bookmark:"):
+        return None
+    token = page.removeprefix("bookmark:")
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    valid = isinstance(decoded, list) and len(decoded) == 1 and isinstance(decoded[0], int)
+    return decoded[0] if valid else None
+
+
+def _bookmark_page(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
+    per_page = _per_page(request)
+    current = request.query.get("page", "first")
+    after = _decode_bookmark(current)
+    if after is None:
+        # An undecodable bookmark silently starts over, as Canvas does.
+        current, remaining = "first", sorted(items, key=lambda item: item["id"])
+    else:
+        remaining = sorted((i for i in items if i["id"] > after), key=lambda item: item["id"])
+    chunk = remaining[:per_page]
+    rels = [("current", current)]
+    if len(remaining) > per_page:
+        rels.append(("next", _encode_bookmark(chunk[-1]["id"])))
+    rels.append(("first", "first"))
+    return web.json_response(chunk, headers={"Link": _link_header(request, rels, per_page)})
+
+
+def _not_found() -> web.Response:
+    body = {"errors": [{"message": "The specified resource does not exist."}]}
+    return web.json_response(body, status=404)
+
+
+def _html(status: int, title: str) -> web.Response:
+    page = (
+        f"<!DOCTYPE html><html><head><title>{title}</title></head>"
+        f"<body><h1>{title}</h1></body></html>"
+    )
+    return web.Response(status=status, text=page, content_type="text/html")
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        return -1
+
+
+def _resolve_user(raw: str, data: CanvasData) -> int:
+    if raw.startswith("sis_user_id:"):
+        sis = raw.removeprefix("sis_user_id:")
+        return next((u["id"] for u in data.users.values() if u["sis_user_id"] == sis), -1)
+    return _int(raw)
+
+
+def _score(grade: Any) -> float | None:
+    text = str(grade).strip().rstrip("%")
+    try:
+        score = float(text)
+    except ValueError:
+        return None
+    return score if math.isfinite(score) and score >= 0 else None
+
+
+class CanvasSimulator:
+    """A simulated Canvas served on a free loopback port.
+
+    Use it as an async context manager::
+
+        async with CanvasSimulator() as sim:
+            async with CanvasClient(sim.base_url, sim.token) as canvas:
+                ...
+            assert sim.stats.duplicate_writes == 0
+
+    Args:
+        settings: What to simulate; keyword arguments replace its fields.
+        host: Interface to bind (loopback by default).
+        port: Port to bind; 0 picks a free one.
+        clock: Time source of the throttle.
+        sleep: How simulated delays pass.
+    """
+
+    def __init__(
+        self,
+        settings: SimulatorSettings | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        **changes: Any,
+    ) -> None:
+        resolved = replace(settings or SimulatorSettings(), **changes)
+        self._canvas = CanvasApp(resolved, clock=clock, sleep=sleep)
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self.base_url: str = ""
+
+    @property
+    def settings(self) -> SimulatorSettings:
+        """The settings being simulated."""
+        return self._canvas.settings
+
+    @property
+    def token(self) -> str:
+        """The valid access token."""
+        return self._canvas.token
+
+    @property
+    def stats(self) -> SimulatorStats:
+        """Counters of what the simulator saw."""
+        return self._canvas.stats
+
+    @property
+    def data(self) -> CanvasData:
+        """The simulated institution's data (mutable)."""
+        return self._canvas.data
+
+    @property
+    def app(self) -> web.Application:
+        """The aiohttp.web application, to mount elsewhere or drive with a test client."""
+        return self._canvas.app
+
+    def bucket(self, token: str | None = None) -> LeakyBucket:
+        """The throttle bucket of *token* (the simulator's token by default)."""
+        return self._canvas.bucket(token)
+
+    def reset(self) -> None:
+        """Restore data, buckets, faults and statistics; the server keeps running."""
+        self._canvas.reset()
+
+    async def start(self) -> str:
+        """Start serving; return the base URL."""
+        if self._runner is not None:
+            raise RuntimeError("The simulator is already running.")
+        runner = web.AppRunner(
+            self._canvas.app, access_log=None, handle_signals=False, shutdown_timeout=0.1
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port)
+        await site.start()
+        self._runner = runner
+        sockets = runner.addresses
+        host, port = sockets[0][0], sockets[0][1]
+        self.base_url = str(URL.build(scheme="http", host=host, port=port))
+        return self.base_url
+
+    async def stop(self) -> None:
+        """Stop serving; safe to call twice."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> CanvasSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

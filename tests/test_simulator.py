@@ -1,0 +1,554 @@
+"""Tests for resilient_canvas.testing's Canvas simulator, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from resilient_canvas.testing import (
+    CanvasSimulator,
+    DataSettings,
+    FakeClock,
+    Fault,
+    FaultSettings,
+    LeakyBucket,
+    RouteProfile,
+    SimulatorSettings,
+    ThrottleSettings,
+    ruby_float,
+)
+
+LINK = re.compile(r'<([^>]+)>; rel="([a-z]+)"')
+
+
+class Gate:
+    """An injectable sleep that holds every simulated service time until released."""
+
+    def __init__(self) -> None:
+        self.released = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.released.wait()
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[CanvasSimulator]:
+    """A default simulator on a frozen virtual clock."""
+    clock = FakeClock()
+    async with CanvasSimulator(clock=clock, sleep=clock.sleep) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def http(sim: CanvasSimulator) -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp session authorised with the simulator's token."""
+    headers = {"Authorization": f"Bearer {sim.token}"}
+    async with aiohttp.ClientSession(sim.base_url, headers=headers) as session:
+        yield session
+
+
+async def _get(session: aiohttp.ClientSession, path: str, **params: Any) -> tuple[int, Any, Any]:
+    async with session.get(path, params=params) as response:
+        body = (
+            await response.json()
+            if response.content_type == "application/json"
+            else (await response.text())
+        )
+        return response.status, response.headers, body
+
+
+# ------------------------------------------------------------------ throttle
+
+
+def test_bucket_leaks_only_while_positive_and_clamps() -> None:
+    """The bucket leaks at outflow, clamps to [0, maximum], and remaining can go negative."""
+    clock = FakeClock()
+    bucket = LeakyBucket(ThrottleSettings(), clock)
+    for _ in range(20):
+        bucket.reserve()
+    assert 800.0 == bucket.count
+    assert -200.0 == bucket.remaining
+    clock.advance(10)
+    assert 700.0 == bucket.level()
+    clock.advance(1_000)
+    assert 0.0 == bucket.level()
+
+
+async def test_twelfth_concurrent_request_is_throttled() -> None:
+    """From an idle bucket at the defaults, 11 requests fit in flight and the 12th is refused."""
+    clock, gate = FakeClock(), Gate()
+    settings = SimulatorSettings(default_route=RouteProfile(service_time=0.05))
+    async with CanvasSimulator(settings, clock=clock, sleep=gate.sleep) as sim:
+        headers = {"Authorization": f"Bearer {sim.token}"}
+        async with aiohttp.ClientSession(sim.base_url, headers=headers) as session:
+            tasks = [asyncio.create_task(_get(session, "/api/v1/courses")) for _ in range(12)]
+            while sim.stats.requests < 12:  # noqa: ASYNC110 - polling the server's counter
+                await asyncio.sleep(0.01)
+            gate.released.set()
+            results = await asyncio.gather(*tasks)
+
+    statuses = sorted(status for status, _, _ in results)
+    assert [200] * 11 + [403] == statuses
+    # The refused request passes through the server briefly too.
+    assert sim.stats.peak_in_flight in (11, 12)
+    assert 1 == sim.stats.throttled
+
+
+async def test_throttled_response_is_exactly_canvas_legacy(sim: CanvasSimulator) -> None:
+    """A throttled answer: 403 text/plain, exact body, remaining but no cost and no Retry-After."""
+    bucket = sim.bucket()
+    for _ in range(12):
+        bucket.reserve()
+    async with (
+        aiohttp.ClientSession(sim.base_url) as session,
+        session.get(
+            "/api/v1/courses", headers={"Authorization": f"Bearer {sim.token}"}
+        ) as response,
+    ):
+        body = await response.text()
+        headers = response.headers
+
+    assert 403 == response.status
+    assert "403 Forbidden (Rate Limit Exceeded)\n" == body
+    assert "text/plain; charset=utf-8" == headers["Content-Type"]
+    assert "X-Request-Cost" not in headers
+    assert "Retry-After" not in headers
+    assert "0.0" == headers["X-Rate-Limit-Remaining"]
+
+
+async def test_hosted_profile_throttles_with_429() -> None:
+    """The hosted profile uses hwm 700 and answers 429."""
+    clock = FakeClock()
+    async with CanvasSimulator(SimulatorSettings.hosted(), clock=clock, sleep=clock.sleep) as sim:
+        for _ in range(14):
+            sim.bucket().reserve()
+        async with aiohttp.ClientSession(
+            sim.base_url, headers={"Authorization": f"Bearer {sim.token}"}
+        ) as session:
+            status, headers, body = await _get(session, "/api/v1/courses")
+
+    assert 429 == status
+    assert "429 Too Many Requests (Rate Limit Exceeded)\n" == body
+    assert "X-Request-Cost" not in headers
+
+
+async def test_cost_and_remaining_headers_follow_settlement() -> None:
+    """Remaining is hwm minus count after settling the real cost."""
+    clock = FakeClock()
+    settings = SimulatorSettings(
+        default_route=RouteProfile(service_time=0.5, cost_rate=1.0, base_cost=0.0, jitter=0.0)
+    )
+    async with CanvasSimulator(settings, clock=clock, sleep=clock.sleep) as sim:
+        sim.bucket().count = 100.0
+        async with aiohttp.ClientSession(
+            sim.base_url, headers={"Authorization": f"Bearer {sim.token}"}
+        ) as session:
+            _, headers, _ = await _get(session, "/api/v1/courses")
+
+    assert "0.5" == headers["X-Request-Cost"]
+    # 100 + 50 reserved, 5 leaked during the 0.5 s of service, then 0.5 - 50 settled.
+    assert "504.5" == headers["X-Rate-Limit-Remaining"]
+
+
+async def test_tokens_have_separate_buckets(sim: CanvasSimulator) -> None:
+    """Each token has its own quota, keyed by its hash."""
+    sim.bucket("a").reserve()
+
+    assert 50.0 == sim.bucket("a").count
+    assert 0.0 == sim.bucket().count
+    assert all("a" not in key.split(":", 1)[1][:1] or len(key) > 60 for key in sim._canvas.buckets)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (600.0, "600.0"),
+        (0.0123, "0.0123"),
+        (0.00001, "1.0e-05"),
+        (-12.5, "-12.5"),
+        (1e16, "1.0e+16"),
+    ],
+)
+def test_ruby_float_format(value: float, expected: str) -> None:
+    """Floats print as Ruby prints them."""
+    assert expected == ruby_float(value)
+
+
+# ---------------------------------------------------------------- pagination
+
+
+@pytest.mark.parametrize(
+    ("per_page", "expected"), [(None, 10), ("100", 40), ("500", 40), ("0", 1), ("-3", 1), ("x", 1)]
+)
+async def test_per_page_default_clamp_and_garbage(
+    http: aiohttp.ClientSession, per_page: str | None, expected: int
+) -> None:
+    """per_page defaults to 10, clamps to 100, and 0, negatives or garbage become 1."""
+    params = {} if per_page is None else {"per_page": per_page}
+    _, _, body = await _get(http, "/api/v1/courses/101/assignments/101001/submissions", **params)
+
+    assert expected == len(body)
+
+
+async def test_ordinal_link_header_format(
+    http: aiohttp.ClientSession, sim: CanvasSimulator
+) -> None:
+    """Links are absolute, comma-joined without spaces, page and per_page last."""
+    _, headers, body = await _get(
+        http,
+        "/api/v1/courses/101/assignments/101001/submissions",
+        per_page="15",
+        page="2",
+        include="x",
+    )
+
+    base = f"{sim.base_url}/api/v1/courses/101/assignments/101001/submissions?include=x"
+    expected = ",".join(
+        [
+            f'<{base}&page=2&per_page=15>; rel="current"',
+            f'<{base}&page=3&per_page=15>; rel="next"',
+            f'<{base}&page=1&per_page=15>; rel="prev"',
+            f'<{base}&page=1&per_page=15>; rel="first"',
+            f'<{base}&page=3&per_page=15>; rel="last"',
+        ]
+    )
+    assert expected == headers["Link"]
+    assert 15 == len(body)
+
+
+async def test_ordinal_page_past_the_end_is_empty(http: aiohttp.ClientSession) -> None:
+    """A page after the last one is [] with 200."""
+    status, _, body = await _get(http, "/api/v1/courses", page="99")
+
+    assert (200, []) == (status, body)
+
+
+async def test_bookmark_pagination_walks_everything(http: aiohttp.ClientSession) -> None:
+    """Bookmark pages chain through next links with no last link, covering each item once."""
+    seen: list[int] = []
+    url: str | None = "/api/v1/courses/101/enrollments?per_page=7"
+    while url:
+        async with http.get(url) as response:
+            seen += [item["id"] for item in await response.json()]
+            rels = {rel: link for link, rel in LINK.findall(response.headers["Link"])}
+        assert "last" not in rels
+        url = rels.get("next")
+
+    assert list(range(1, 42)) == seen
+
+
+async def test_undecodable_bookmark_returns_first_page(http: aiohttp.ClientSession) -> None:
+    """A garbage bookmark silently restarts at the first page."""
+    _, _, first = await _get(http, "/api/v1/courses/101/enrollments", per_page="5")
+    _, _, garbage = await _get(
+        http, "/api/v1/courses/101/enrollments", per_page="5", page="bookmark:!!!not-base64"
+    )
+
+    assert first == garbage
+
+
+async def test_access_token_parameter_is_stripped_from_links(sim: CanvasSimulator) -> None:
+    """A token sent as a query parameter never appears in the Link header."""
+    async with aiohttp.ClientSession(sim.base_url) as session:
+        status, headers, _ = await _get(session, "/api/v1/courses", access_token=sim.token)
+
+    assert 200 == status
+    assert sim.token not in headers["Link"]
+
+
+# ------------------------------------------------------------- auth and errors
+
+
+@pytest.mark.parametrize(
+    ("token", "message", "challenge"),
+    [
+        ("nope", "Invalid access token.", True),
+        ("old", "Expired access token.", True),
+        ("narrow", "Insufficient scopes on access token.", False),
+    ],
+)
+async def test_auth_failures_match_canvas(token: str, message: str, challenge: bool) -> None:
+    """Invalid, expired and under-scoped tokens get Canvas's 401 bodies and headers."""
+    settings = SimulatorSettings(
+        expired_tokens=frozenset({"old"}), insufficient_scope_tokens=frozenset({"narrow"})
+    )
+    async with (
+        CanvasSimulator(settings) as sim,
+        aiohttp.ClientSession(
+            sim.base_url, headers={"Authorization": f"Bearer {token}"}
+        ) as session,
+    ):
+        status, headers, body = await _get(session, "/api/v1/courses")
+
+    assert 401 == status
+    assert message == body["errors"][0]["message"]
+    assert challenge == ("WWW-Authenticate" in headers)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "data", "status", "body"),
+    [
+        (
+            "GET",
+            "/api/v1/courses/999",
+            None,
+            404,
+            {"errors": [{"message": "The specified resource does not exist."}]},
+        ),
+        (
+            "GET",
+            "/api/v1/accounts/1",
+            None,
+            403,
+            {
+                "status": "unauthorized",
+                "errors": [{"message": "user not authorized to perform that action"}],
+            },
+        ),
+        ("POST", "/api/v1/courses/101/enrollments", {}, 400, {"message": "No parameters given"}),
+        (
+            "POST",
+            "/api/v1/courses/101/assignments",
+            {},
+            400,
+            {"errors": [{"message": "assignment is missing"}]},
+        ),
+        (
+            "POST",
+            "/api/v1/courses/101/assignments",
+            {"assignment[name]": " "},
+            422,
+            {
+                "errors": {
+                    "name": [{"attribute": "name", "type": "blank", "message": "can't be blank"}]
+                }
+            },
+        ),
+        (
+            "PUT",
+            "/api/v1/courses/101/assignments/101001/submissions/101",
+            {"submission[posted_grade]": "banana"},
+            400,
+            {"error": "Invalid grade 'banana'."},
+        ),
+    ],
+)
+async def test_error_bodies_match_canvas(
+    http: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    data: dict[str, str] | None,
+    status: int,
+    body: dict[str, Any],
+) -> None:
+    """Errors use Canvas's statuses and body shapes."""
+    async with http.request(method, path, data=data) as response:
+        assert (status, body) == (response.status, await response.json())
+
+
+# ------------------------------------------------------------- writes and jobs
+
+
+async def test_enrollment_post_is_not_idempotent(
+    http: aiohttp.ClientSession, sim: CanvasSimulator
+) -> None:
+    """Posting the same enrollment twice creates two and counts one duplicate write."""
+    ids = []
+    for _ in range(2):
+        async with http.post(
+            "/api/v1/courses/102/enrollments", data={"enrollment[user_id]": "101"}
+        ) as response:
+            ids.append((await response.json())["id"])
+
+    assert ids[0] != ids[1]
+    assert 2 == sim.stats.applied_writes
+    assert 1 == sim.stats.duplicate_writes
+
+
+async def test_grade_put_is_idempotent(http: aiohttp.ClientSession, sim: CanvasSimulator) -> None:
+    """Putting the same grade twice changes nothing more and is not a duplicate."""
+    path = "/api/v1/courses/101/assignments/101001/submissions/sis_user_id:sis-101"
+    for _ in range(2):
+        async with http.put(path, data={"submission[posted_grade]": "88"}) as response:
+            assert 88.0 == (await response.json())["score"]
+
+    assert 0 == sim.stats.duplicate_writes
+    assert 1 == sim.stats.repeated_idempotent_writes
+
+
+async def test_update_grades_progress_moves_to_completed(http: aiohttp.ClientSession) -> None:
+    """update_grades returns a Progress that goes queued, running, completed, then grades show."""
+    async with http.post(
+        "/api/v1/courses/101/assignments/101001/submissions/update_grades",
+        data={"grade_data[101][posted_grade]": "7", "grade_data[102][posted_grade]": "9"},
+    ) as response:
+        progress = await response.json()
+    states = [progress["workflow_state"]]
+    for _ in range(3):
+        _, _, polled = await _get(http, f"/api/v1/progress/{progress['id']}")
+        states.append(polled["workflow_state"])
+    _, _, submissions = await _get(
+        http, "/api/v1/courses/101/assignments/101001/submissions", per_page="2"
+    )
+
+    assert ["queued", "running", "completed", "completed"] == states
+    assert [7.0, 9.0] == [s["score"] for s in submissions]
+
+
+async def test_data_is_deterministic_for_a_seed() -> None:
+    """Equal seeds give equal data."""
+    first = CanvasSimulator(data=DataSettings(seed=5))
+    second = CanvasSimulator(data=DataSettings(seed=5))
+
+    assert first.data.users == second.data.users
+
+
+# -------------------------------------------------------------------- faults
+
+
+async def _one(sim: CanvasSimulator, fault: Fault, method: str = "GET") -> tuple[int, str, Any]:
+    sim.reset()
+    object.__setattr__(sim._canvas._faults.settings, "schedule", {1: fault})
+    path = "/api/v1/courses/101/enrollments" if method == "POST" else "/api/v1/courses"
+    async with (
+        aiohttp.ClientSession(
+            sim.base_url,
+            headers={"Authorization": f"Bearer {sim.token}"},
+            timeout=aiohttp.ClientTimeout(total=2),
+        ) as session,
+        session.request(
+            method, path, data={"enrollment[user_id]": "101"} if method == "POST" else None
+        ) as response,
+    ):
+        return response.status, await response.text(), response.headers
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "marker"),
+    [
+        (Fault.MAINTENANCE, 503, "maintenance"),
+        (Fault.BAD_GATEWAY, 502, "Bad Gateway"),
+        (Fault.HTML_ERROR, 500, "<html>"),
+        (Fault.SERVER_ERROR, 500, "error_report_id"),
+    ],
+)
+async def test_faults_before_the_app(
+    sim: CanvasSimulator, fault: Fault, status: int, marker: str
+) -> None:
+    """Gateway and error faults answer as Canvas's infrastructure does, without running the app."""
+    got_status, text, headers = await _one(sim, fault, "POST")
+
+    assert status == got_status
+    assert marker in text
+    assert 0 == sim.stats.applied_writes
+    if fault in (Fault.MAINTENANCE, Fault.BAD_GATEWAY):
+        assert "X-Rate-Limit-Remaining" not in headers
+
+
+async def test_gateway_timeout_applies_the_write(sim: CanvasSimulator) -> None:
+    """A 504 comes after the write was applied: the client cannot know it succeeded."""
+    status, text, _ = await _one(sim, Fault.GATEWAY_TIMEOUT, "POST")
+
+    assert (504, 1) == (status, sim.stats.applied_writes)
+    assert "Gateway Time-out" in text
+
+
+async def test_drop_after_write_applies_then_disconnects(sim: CanvasSimulator) -> None:
+    """A dropped connection after the write: the client sees a disconnect, the write stands."""
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await _one(sim, Fault.DROP_AFTER_WRITE, "POST")
+
+    assert 1 == sim.stats.applied_writes
+
+
+async def test_malformed_json_is_truncated(sim: CanvasSimulator) -> None:
+    """MALFORMED_JSON serves 200 with a JSON body cut in half."""
+    status, text, _ = await _one(sim, Fault.MALFORMED_JSON)
+
+    assert 200 == status
+    with pytest.raises(ValueError, match=r"Expecting|Unterminated|delimiter"):
+        __import__("json").loads(text)
+
+
+async def test_hang_outlasts_a_client_timeout() -> None:
+    """A HANG holds the answer longer than the client waits."""
+    settings = SimulatorSettings(faults=FaultSettings(schedule={1: Fault.HANG}, hang_seconds=5))
+    async with (
+        CanvasSimulator(settings) as sim,
+        aiohttp.ClientSession(
+            sim.base_url,
+            headers={"Authorization": f"Bearer {sim.token}"},
+            timeout=aiohttp.ClientTimeout(total=0.1),
+        ) as session,
+    ):
+        with pytest.raises(asyncio.TimeoutError):
+            await _get(session, "/api/v1/courses")
+
+
+async def test_slow_answers_late_on_the_injected_clock() -> None:
+    """SLOW delays the answer by slow_seconds, measured on the injected clock."""
+    clock = FakeClock()
+    settings = SimulatorSettings(faults=FaultSettings(schedule={1: Fault.SLOW}, slow_seconds=3))
+    async with (
+        CanvasSimulator(settings, clock=clock, sleep=clock.sleep) as sim,
+        aiohttp.ClientSession(
+            sim.base_url, headers={"Authorization": f"Bearer {sim.token}"}
+        ) as session,
+    ):
+        status, _, _ = await _get(session, "/api/v1/courses")
+
+    assert 200 == status
+    assert [3] == clock.sleeps
+
+
+def test_random_faults_are_reproducible() -> None:
+    """The same seed and rates pick the same faults."""
+    from resilient_canvas.testing._faults import FaultPicker
+
+    settings = FaultSettings(rates={Fault.MAINTENANCE: 0.2, Fault.SLOW: 0.1}, seed=11)
+    first_picker, second_picker = FaultPicker(settings), FaultPicker(settings)
+    first = [first_picker.pick(n, "GET") for n in range(1, 200)]
+    second = [second_picker.pick(n, "GET") for n in range(1, 200)]
+
+    assert first == second
+    assert 20 < sum(f is Fault.MAINTENANCE for f in first) < 60
+
+
+def test_invalid_fault_rates_are_refused() -> None:
+    """Rates outside [0, 1] or summing past 1 raise ValueError."""
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        FaultSettings(rates={Fault.SLOW: 1.5})
+    with pytest.raises(ValueError, match="sum"):
+        FaultSettings(rates={Fault.SLOW: 0.6, Fault.HANG: 0.6})
+
+
+# ----------------------------------------------------------- lifecycle, plugin
+
+
+async def test_reset_restores_everything(http: aiohttp.ClientSession, sim: CanvasSimulator) -> None:
+    """reset() clears statistics, buckets and data changes."""
+    await _get(http, "/api/v1/courses")
+    sim.reset()
+
+    assert (0, 0.0) == (sim.stats.requests, sim.bucket().count)
+
+
+async def test_pytest_fixture_serves(canvas_simulator: CanvasSimulator) -> None:
+    """The canvas_simulator fixture from the installed pytest plugin is a running simulator."""
+    async with aiohttp.ClientSession(
+        canvas_simulator.base_url, headers={"Authorization": f"Bearer {canvas_simulator.token}"}
+    ) as session:
+        status, _, body = await _get(session, "/api/v1/users/self")
+
+    assert (200, 1) == (status, body["id"])
+
+
+async def test_starting_twice_is_refused(sim: CanvasSimulator) -> None:
+    """A running simulator cannot be started again."""
+    with pytest.raises(RuntimeError, match="already running"):
+        await sim.start()
