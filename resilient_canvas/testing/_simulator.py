@@ -389,8 +389,9 @@ class CanvasApp:
             error = {"attribute": "name", "type": "blank", "message": "can't be blank"}
             return web.json_response({"errors": {"name": [error]}}, status=422)
         existing = self.data.assignments.setdefault(course_id, [])
+        assignment_id = course_id * 1000 + len(existing) + 1
         created = {
-            "id": course_id * 1000 + len(existing) + 1,
+            "id": assignment_id,
             "course_id": course_id,
             "name": name,
             "points_possible": 100.0,
@@ -398,7 +399,7 @@ class CanvasApp:
         }
         self._record_write(("assignment", course_id, name), idempotent=False)
         existing.append(created)
-        self.data.submissions[(course_id, int(created["id"]))] = {}
+        self.data.submissions[(course_id, assignment_id)] = {}
         return web.json_response(created)
 
     def _submissions(self, request: web.Request) -> dict[int, dict[str, Any]] | None:
