@@ -2,6 +2,27 @@
 
 from __future__ import annotations
 
+from resilient_canvas._bulk import BulkProgress, BulkResult, Outcome
+from resilient_canvas._client import (
+    CanvasClient,
+    CanvasResponse,
+    ClientState,
+    InsecureURLWarning,
+    route_template,
+)
+from resilient_canvas._encoding import encode_params, require
+from resilient_canvas._history import Attempt, AttemptHistory
+from resilient_canvas._policy import BudgetSettings, RetryBudget, RetryPolicy
+from resilient_canvas._retry import raise_for_canvas_status, resilient
+from resilient_canvas._throttle import (
+    Observation,
+    Permit,
+    Throttle,
+    ThrottleConfig,
+    ThrottleEstimate,
+    clear_throttles,
+    throttle_for,
+)
 from resilient_canvas.exceptions import (
     BadGateway,
     BadRequest,
@@ -31,9 +52,17 @@ from resilient_canvas.exceptions import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Attempt",
+    "AttemptHistory",
     "BadGateway",
     "BadRequest",
+    "BudgetSettings",
+    "BulkProgress",
+    "BulkResult",
+    "CanvasClient",
     "CanvasException",
+    "CanvasResponse",
+    "ClientState",
     "Conflict",
     "ConnectError",
     "ConnectTimeout",
@@ -41,18 +70,34 @@ __all__ = [
     "Forbidden",
     "GatewayTimeout",
     "HTTPException",
+    "InsecureURLWarning",
     "InvalidAccessToken",
     "InvalidResponse",
+    "Observation",
+    "Outcome",
+    "Permit",
     "RateLimitExceeded",
     "ReadTimeout",
     "RequestTimeout",
     "RequiredFieldMissing",
     "ResourceDoesNotExist",
+    "RetryBudget",
+    "RetryPolicy",
     "ServerError",
     "ServiceUnavailable",
+    "Throttle",
+    "ThrottleConfig",
+    "ThrottleEstimate",
     "TransportError",
     "Unauthorized",
     "UnprocessableEntity",
     "__version__",
     "classify_response",
+    "clear_throttles",
+    "encode_params",
+    "raise_for_canvas_status",
+    "require",
+    "resilient",
+    "route_template",
+    "throttle_for",
 ]

@@ -1,0 +1,60 @@
+"""Structured events. The library never configures structlog; it only emits.
+
+Event names are constants so users can filter on them; fields are flat and
+floats are rounded so logs stay readable (tenacity prints 15 decimals).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from resilient_canvas.exceptions import CanvasException
+
+RETRY_SCHEDULED = "canvas.retry_scheduled"
+REQUEST_FAILED = "canvas.request_failed"
+THROTTLE_PAUSED = "canvas.throttle_paused"
+THROTTLE_DEGRADED = "canvas.throttle_degraded"
+
+logger = structlog.get_logger("resilient_canvas")
+
+
+def rounded(value: float | None, digits: int = 3) -> float | None:
+    """Round for logs; None stays None."""
+    return None if value is None else round(value, digits)
+
+
+def error_fields(error: CanvasException) -> dict[str, Any]:
+    """The flat fields every failure event carries (never the token)."""
+    return {
+        "reason": error.reason,
+        "method": error.method,
+        "url": error.url,
+        "status": error.status_code if error.request_sent else None,
+        "rate_limit_remaining": rounded(error.rate_limit_remaining),
+        "request_cost": rounded(error.request_cost, 4),
+    }
+
+
+def retry_scheduled(**fields: Any) -> None:
+    """Log that a retry will follow a wait."""
+    logger.warning(RETRY_SCHEDULED, **fields)
+
+
+def request_failed(error: CanvasException, **fields: Any) -> None:
+    """Log a call's final failure: quiet errors without a traceback, others with it at error."""
+    if error.quiet:
+        logger.warning(REQUEST_FAILED, **fields)
+    else:
+        logger.error(REQUEST_FAILED, exc_info=error, **fields)
+
+
+def throttle_paused(**fields: Any) -> None:
+    """Log a shared pause of every request on one token."""
+    logger.info(THROTTLE_PAUSED, **fields)
+
+
+def throttle_degraded(**fields: Any) -> None:
+    """Log that shared (Redis) throttle state is unreachable and local pacing took over."""
+    logger.warning(THROTTLE_DEGRADED, **fields)

@@ -1,0 +1,412 @@
+"""The retry engine on tenacity, and the ``@resilient`` decorator built on it.
+
+One call = one ``tenacity.AsyncRetrying`` object, so attempt state is never
+shared between concurrent calls (tenacity #93). Our callbacks decide:
+
+- ``retry``: classify the failure; only our exceptions allowed by the policy
+  for this method are retried. BaseExceptions (cancellation) never are.
+- ``wait``: Retry-After from the server, else the Canvas bucket model for a
+  throttle, else exponential backoff with full jitter.
+- ``stop``: attempts exhausted, deadline or wait cap crossed by the coming
+  wait, or retry budget empty. The last real exception is re-raised
+  (``reraise=True``), never ``tenacity.RetryError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar, overload
+
+import aiohttp
+import tenacity
+
+from resilient_canvas import _logging
+from resilient_canvas._config import is_testing, testing_attempts
+from resilient_canvas._history import Attempt, AttemptHistory
+from resilient_canvas._policy import RetryBudget, RetryPolicy, seconds
+from resilient_canvas._throttle import Observation, Throttle
+from resilient_canvas.exceptions import (
+    CanvasException,
+    RateLimitExceeded,
+    classify_response,
+    from_aiohttp_error,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+#: Spare units of quota a model-based wait aims for above one reservation.
+_MODEL_MARGIN = 5.0
+#: Canvas's open-source defaults, used for a model wait when no throttle is attached.
+_PRIOR_UP_FRONT_COST = 50.0
+_PRIOR_OUTFLOW = 10.0
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What is known about the request a call makes, for decisions and logs.
+
+    Attributes:
+        method: The HTTP method, when known.
+        url: The URL without credentials, when known.
+        route: The route template, for the throttle's cost estimate.
+        idempotent: Overrides the method's idempotency when not None.
+        label: What is being called (a function name) for logs.
+        token: A token fingerprint for logs, never the token.
+    """
+
+    method: str | None = None
+    url: str | None = None
+    route: str | None = None
+    idempotent: bool | None = None
+    label: str | None = None
+    token: str | None = None
+
+
+@dataclass(slots=True)
+class _CallState:
+    """The state of one call across its attempts (never shared between calls)."""
+
+    policy: RetryPolicy
+    info: CallInfo
+    throttle: Throttle | None
+    budget: RetryBudget
+    clock: Clock
+    sleep_fn: Sleep
+    started: float
+    rng: random.Random = field(default_factory=random.Random)
+    history: AttemptHistory = field(default_factory=AttemptHistory)
+    spent: float = 0.0
+    pending_wait: tuple[float, str] = (0.0, "backoff")
+
+    # ---------------------------------------------------------- tenacity hooks
+
+    def retry(self, state: tenacity.RetryCallState) -> bool:
+        outcome = state.outcome
+        if outcome is None or not outcome.failed:
+            return False
+        error = outcome.exception()
+        if not isinstance(error, CanvasException):
+            # Unrelated errors and every BaseException (cancellation) pass through.
+            return False
+        method = error.method or self.info.method
+        if self.policy.allows(error, method=method, idempotent=self.info.idempotent):
+            return True
+        reason = (
+            "may_have_been_applied"
+            if error.retryable and isinstance(error, self.policy.retry_on)
+            else "not_retryable"
+        )
+        self._give_up(error, state.attempt_number, reason)
+        return False
+
+    def wait(self, state: tenacity.RetryCallState) -> float:
+        error = _failure(state)
+        self.pending_wait = self._wait_for(error, state.attempt_number)
+        return self.pending_wait[0]
+
+    def stop(self, state: tenacity.RetryCallState) -> bool:
+        error = _failure(state)
+        wait, _ = self.pending_wait
+        attempts = min(self.policy.attempts, testing_attempts() or self.policy.attempts)
+        reason = None
+        if state.attempt_number >= attempts:
+            reason = "attempts_exhausted"
+        elif wait > seconds(self.policy.max_wait):
+            reason = "wait_exceeds_cap"
+        elif wait >= self.deadline_left():
+            reason = "wait_exceeds_deadline"
+        elif not self.budget.try_spend(self.budget.cost_of(error)):
+            reason = "retry_budget_exhausted"
+        if reason is None:
+            self.spent += self.budget.cost_of(error)
+            return False
+        if reason in ("wait_exceeds_cap", "wait_exceeds_deadline"):
+            error.wait_hint = round(wait, 3)
+        self._give_up(error, state.attempt_number, reason)
+        return True
+
+    def before_sleep(self, state: tenacity.RetryCallState) -> None:
+        error = _failure(state)
+        wait, source = self.pending_wait
+        self.history.attempts.append(
+            Attempt(state.attempt_number, error.reason, _status(error), round(wait, 3), source)
+        )
+        _logging.retry_scheduled(
+            **self._fields(error, state.attempt_number),
+            wait_s=round(wait, 3),
+            wait_source=source,
+            deadline_left_s=round(max(0.0, self.deadline_left()), 3),
+        )
+
+    async def sleep(self, wait: float) -> None:
+        await self.sleep_fn(0.0 if is_testing() else wait)
+
+    # -------------------------------------------------------------- decisions
+
+    def deadline_left(self) -> float:
+        return seconds(self.policy.deadline) - (self.clock() - self.started)
+
+    def _wait_for(self, error: CanvasException, attempt_number: int) -> tuple[float, str]:
+        if error.retry_after is not None:
+            return error.retry_after, "server"
+        if isinstance(error, RateLimitExceeded):
+            model_wait = self._model_wait(error)
+            if model_wait is not None:
+                return model_wait, "model"
+        ceiling = min(
+            seconds(self.policy.backoff_cap),
+            seconds(self.policy.backoff_base) * 2 ** (attempt_number - 1),
+        )
+        return self.rng.uniform(0.0, ceiling), "backoff"
+
+    def _model_wait(self, error: RateLimitExceeded) -> float | None:
+        if self.throttle is not None and self.throttle.estimate().headers_seen:
+            # The throttle has already scheduled one shared pause for everyone.
+            return self.throttle.pause_remaining()
+        remaining = error.rate_limit_remaining
+        if remaining is None:
+            return None
+        deficit = _PRIOR_UP_FRONT_COST + _MODEL_MARGIN - remaining
+        # A little jitter keeps independent clients from returning in lockstep.
+        return max(0.0, deficit / _PRIOR_OUTFLOW) + self.rng.uniform(0.0, 0.25)
+
+    def _give_up(self, error: CanvasException, attempt_number: int, reason: str) -> None:
+        self.history.attempts.append(Attempt(attempt_number, error.reason, _status(error)))
+        self.history.gave_up_because = reason
+        error.attempts = self.history
+        _logging.request_failed(
+            error,
+            **self._fields(error, attempt_number),
+            gave_up_because=reason,
+            total_wait_s=self.history.total_wait_s,
+            wait_hint_s=error.wait_hint,
+        )
+
+    def _fields(self, error: CanvasException, attempt_number: int) -> dict[str, Any]:
+        fields: dict[str, Any] = {"attempt": attempt_number, **_logging.error_fields(error)}
+        fields["method"] = fields["method"] or self.info.method
+        fields["url"] = fields["url"] or self.info.url
+        if self.info.label:
+            fields["callable"] = self.info.label
+        if self.info.token:
+            fields["token"] = self.info.token
+        return fields
+
+
+def _failure(state: tenacity.RetryCallState) -> CanvasException:
+    assert state.outcome is not None
+    error = state.outcome.exception()
+    assert isinstance(error, CanvasException)
+    return error
+
+
+def _status(error: CanvasException) -> int | None:
+    return error.status_code if error.request_sent else None
+
+
+def translate(error: BaseException, info: CallInfo) -> CanvasException | None:
+    """Classify an exception raised by an attempt; None for unrelated ones."""
+    if isinstance(error, CanvasException):
+        return error
+    method, url = info.method, info.url
+    if isinstance(error, aiohttp.ClientResponseError) and error.request_info is not None:
+        method = method or error.request_info.method
+        url = url or str(error.request_info.url)
+    return from_aiohttp_error(error, method=method, url=url)
+
+
+def observation_of(error: CanvasException) -> Observation:
+    """What a failed response tells the throttle."""
+    return Observation(
+        remaining=error.rate_limit_remaining,
+        cost=error.request_cost,
+        throttled=isinstance(error, RateLimitExceeded),
+    )
+
+
+async def call_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy | None = None,
+    throttle: Throttle | None = None,
+    budget: RetryBudget | None = None,
+    info: CallInfo | None = None,
+    observe: Callable[[T], Observation | None] | None = None,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+) -> T:
+    """Run *attempt* until it succeeds or the policy gives up.
+
+    Args:
+        attempt: Makes one attempt; it is called again for each retry.
+        policy: What to retry and how long to wait.
+        throttle: Paces attempts and provides model waits; None for no pacing.
+        budget: Retry budget; the throttle's, else a fresh one.
+        info: What the request is, for decisions and logs.
+        observe: Extracts quota headers from a successful result for the throttle.
+        clock: Time source for the deadline.
+        sleep: How waits pass.
+
+    Returns:
+        What the first successful attempt returned.
+
+    Raises:
+        CanvasException: The last classified failure, with ``attempts`` set.
+        BaseException: Anything unrelated to HTTP, unchanged and never retried.
+    """
+    resolved = policy or DEFAULT_POLICY
+    call_info = info or CallInfo()
+    state = _CallState(
+        policy=resolved,
+        info=call_info,
+        throttle=throttle,
+        budget=budget or (throttle.budget if throttle else RetryBudget()),
+        clock=clock,
+        sleep_fn=sleep,
+        started=clock(),
+    )
+
+    async def one_attempt() -> T:
+        permit = await throttle.acquire(call_info.route) if throttle else None
+        observation: Observation | None = None
+        try:
+            limit = min(seconds(resolved.attempt_timeout), max(0.001, state.deadline_left()))
+            async with asyncio.timeout(limit):
+                result = await attempt()
+            observation = observe(result) if observe else None
+            return result
+        except Exception as exc:
+            translated = translate(exc, call_info)
+            if translated is None:
+                raise
+            observation = observation_of(translated)
+            if translated is exc:
+                raise
+            raise translated from exc
+        finally:
+            if permit is not None and throttle is not None:
+                throttle.release(permit, observation)
+
+    retrying = tenacity.AsyncRetrying(
+        retry=state.retry,
+        wait=state.wait,
+        stop=state.stop,
+        before_sleep=state.before_sleep,
+        sleep=state.sleep,
+        reraise=True,
+    )
+    result: T = await retrying(one_attempt)
+    state.budget.record_success(state.spent)
+    return result
+
+
+@overload
+def resilient(func: Callable[P, Awaitable[T]], /) -> Callable[P, Awaitable[T]]: ...
+
+
+@overload
+def resilient(
+    *,
+    policy: RetryPolicy | None = None,
+    throttle: Throttle | None = None,
+    idempotent: bool | None = None,
+    budget: RetryBudget | None = None,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]: ...
+
+
+def resilient(
+    func: Callable[P, Awaitable[T]] | None = None,
+    /,
+    *,
+    policy: RetryPolicy | None = None,
+    throttle: Throttle | None = None,
+    idempotent: bool | None = None,
+    budget: RetryBudget | None = None,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+) -> Callable[P, Awaitable[T]] | Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+    """Retry a coroutine function on transient Canvas failures.
+
+    Works bare (``@resilient``) or configured (``@resilient(policy=...)``).
+    Failures are classified into :mod:`resilient_canvas.exceptions`; only
+    those the policy allows for the request's method are retried. Since a
+    decorated function's method is not always known, failures that may have
+    been applied (timeouts, dropped connections, 502, 504) are retried only
+    when the failure names an idempotent method or ``idempotent=True``.
+
+    Args:
+        policy: What to retry and how long to wait.
+        throttle: Paces every attempt and shares its retry budget.
+        idempotent: Declares whether the wrapped call may safely be repeated.
+        budget: A retry budget shared by every call of the function; the
+            throttle's when one is given, else one per decorated function.
+        clock: Time source for the deadline.
+        sleep: How waits pass (inject a recorder in tests).
+
+    Raises:
+        TypeError: If the decorated object is not a coroutine function.
+    """
+
+    def decorate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"@resilient needs a coroutine function, not {fn!r}.")
+        shared_budget = budget or (throttle.budget if throttle else RetryBudget())
+        info = CallInfo(idempotent=idempotent, label=getattr(fn, "__qualname__", repr(fn)))
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await call_with_retries(
+                lambda: fn(*args, **kwargs),
+                policy=policy,
+                throttle=throttle,
+                budget=shared_budget,
+                info=info,
+                clock=clock,
+                sleep=sleep,
+            )
+
+        return wrapper
+
+    if func is not None:
+        return decorate(func)
+    return decorate
+
+
+async def raise_for_canvas_status(response: aiohttp.ClientResponse) -> None:
+    """Raise the right :mod:`~resilient_canvas.exceptions` class for an error response.
+
+    For hand-written aiohttp code: unlike ``raise_for_status()``, it reads the
+    body first, so the legacy-403 throttle text and Canvas's error messages
+    are seen, and it releases the connection before raising.
+
+    Raises:
+        HTTPException: A subclass matching the status, headers and body.
+        InvalidResponse: If the body could not be read.
+    """
+    if response.status < 400:
+        return
+    try:
+        body = await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        translated = from_aiohttp_error(exc, method=response.method, url=response.url)
+        assert translated is not None
+        raise translated from exc
+    finally:
+        response.release()
+    raise classify_response(
+        response.status, response.headers, body, method=response.method, url=response.url
+    )
