@@ -31,7 +31,7 @@ def error_fields(error: CanvasException) -> dict[str, Any]:
         "reason": error.reason,
         "method": error.method,
         "url": error.url,
-        "status": error.status_code if error.request_sent else None,
+        "status": error.response_status,
         "rate_limit_remaining": rounded(error.rate_limit_remaining),
         "request_cost": rounded(error.request_cost, 4),
     }

@@ -141,7 +141,9 @@ class _CallState:
         error = _failure(state)
         wait, source = self.pending_wait
         self.history.attempts.append(
-            Attempt(state.attempt_number, error.reason, _status(error), round(wait, 3), source)
+            Attempt(
+                state.attempt_number, error.reason, error.response_status, round(wait, 3), source
+            )
         )
         _logging.retry_scheduled(
             **self._fields(error, state.attempt_number),
@@ -183,7 +185,7 @@ class _CallState:
         return max(0.0, deficit / _PRIOR_OUTFLOW) + self.rng.uniform(0.0, 0.25)
 
     def _give_up(self, error: CanvasException, attempt_number: int, reason: str) -> None:
-        self.history.attempts.append(Attempt(attempt_number, error.reason, _status(error)))
+        self.history.attempts.append(Attempt(attempt_number, error.reason, error.response_status))
         self.history.gave_up_because = reason
         error.attempts = self.history
         _logging.request_failed(
@@ -210,10 +212,6 @@ def _failure(state: tenacity.RetryCallState) -> CanvasException:
     error = state.outcome.exception()
     assert isinstance(error, CanvasException)
     return error
-
-
-def _status(error: CanvasException) -> int | None:
-    return error.status_code if error.request_sent else None
 
 
 def translate(error: BaseException, info: CallInfo) -> CanvasException | None:

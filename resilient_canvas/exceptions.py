@@ -189,6 +189,8 @@ class CanvasException(Exception):
         self.request_cost: float | None = None
         self.request_id: str | None = None
         self.request_sent: bool | None = None
+        #: The status of the response this error was read from; None without one.
+        self.response_status: int | None = None
         #: The wait that would have been needed when retries gave up early.
         self.wait_hint: float | None = None
         #: Filled in by ``@resilient`` when it gives up on this error.
@@ -767,6 +769,7 @@ def _classify(
     exc.request_cost = parse_float_header(header_map.get("X-Request-Cost"))
     exc.request_id = _short(header_map.get("X-Request-Context-Id"))
     exc.request_sent = True
+    exc.response_status = status
     _copy_response_headers(exc, header_map)
     exc.extra.update(_response_extra(exc, text))
     if exc.error_report_id is not None:
