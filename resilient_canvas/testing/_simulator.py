@@ -320,6 +320,9 @@ class CanvasApp:
         r.add_get("/api/v1/accounts/{account_id}", self._get_account)
         r.add_get("/api/v1/courses/{course_id}/enrollments", self._list_enrollments)
         r.add_post("/api/v1/courses/{course_id}/enrollments", self._create_enrollment)
+        r.add_delete(
+            "/api/v1/courses/{course_id}/enrollments/{enrollment_id}", self._end_enrollment
+        )
         r.add_get("/api/v1/courses/{course_id}/assignments", self._list_assignments)
         r.add_post("/api/v1/courses/{course_id}/assignments", self._create_assignment)
         base = "/api/v1/courses/{course_id}/assignments/{assignment_id}/submissions"
@@ -369,6 +372,19 @@ class CanvasApp:
         kind = str(enrollment.get("type", "StudentEnrollment"))
         self._record_write(("enroll", course_id, user_id, kind), idempotent=False)
         return web.json_response(new_enrollment(self.data, course_id, user_id, kind))
+
+    async def _end_enrollment(self, request: web.Request) -> web.Response:
+        roster = self.data.enrollments.get(_int(request.match_info["course_id"]), [])
+        wanted = _int(request.match_info["enrollment_id"])
+        enrollment = next((e for e in roster if e["id"] == wanted), None)
+        if enrollment is None:
+            return _not_found()
+        # Canvas's default task is "conclude"; "delete" removes it from listings.
+        task = (await _params(request)).get("task", "conclude")
+        state = {"delete": "deleted", "inactivate": "inactive"}.get(str(task), "completed")
+        self._record_write(("end_enrollment", wanted, state), idempotent=True)
+        enrollment["enrollment_state"] = state
+        return web.json_response(enrollment)
 
     async def _list_assignments(self, request: web.Request) -> web.Response:
         course_id = _int(request.match_info["course_id"])
