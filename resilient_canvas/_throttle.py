@@ -34,8 +34,13 @@ Sleep = Callable[[float], Awaitable[None]]
 
 #: Weight of a new observation in the moving averages (cost per route, outflow).
 _EMA_WEIGHT = 0.2
+#: Bounds of the time a request is assumed to take to reach the server, in seconds.
+_MIN_TRANSIT = 0.002
+_MAX_TRANSIT = 1.0
+#: Per unthrottled response, the transit estimate shrinks by this factor.
+_TRANSIT_DECAY = 0.995
 #: Shortest span over which the leak rate is measured; shorter spans are noise.
-_MIN_OUTFLOW_SPAN = 2.0
+_MIN_OUTFLOW_SPAN = 10.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,12 +106,13 @@ class ThrottleEstimate:
     throttled_responses: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Permit:
     """A granted place in flight; give it back with :meth:`Throttle.release`."""
 
     route: str | None
     predicted_cost: float
+    admitted_at: float
     released: bool = False
 
 
@@ -168,6 +174,10 @@ class Throttle:
         self._default_cost = _Average()
         self._settled_cost = 0.0
         self._outflow_anchor: tuple[float, float, float] | None = None
+        self._active: set[Permit] = set()
+        # How long a request may take to reach Canvas; grows when a throttle
+        # shows our estimate was too low, shrinks slowly while all is well.
+        self._transit = _MIN_TRANSIT
         self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
         self._changed: asyncio.Future[None] | None = None
 
@@ -212,6 +222,7 @@ class Throttle:
         if permit.released:
             return
         permit.released = True
+        self._active.discard(permit)
         self._in_flight -= 1
         self._pending_cost = max(0.0, self._pending_cost - permit.predicted_cost)
         if observation is None or (observation.remaining is None and not observation.throttled):
@@ -328,7 +339,9 @@ class Throttle:
         predicted = self._predicted_cost(route)
         self._in_flight += 1
         self._pending_cost += predicted
-        return Permit(route=route, predicted_cost=predicted)
+        permit = Permit(route=route, predicted_cost=predicted, admitted_at=self._clock())
+        self._active.add(permit)
+        return permit
 
     def _leave_queue(self, turn: asyncio.Future[None]) -> None:
         was_head = bool(self._queue) and self._queue[0] is turn
@@ -349,7 +362,7 @@ class Throttle:
 
     def _observe(self, permit: Permit, observation: Observation) -> None:
         now = self._clock()
-        others = self._in_flight  # this request is already released
+        others = self._others_at_server(now)
         if observation.cost is not None:
             self._learn_cost(permit.route, observation.cost)
             self._settled_cost += observation.cost
@@ -357,27 +370,47 @@ class Throttle:
         if remaining is not None:
             self._headers_seen = True
             reserved = others * self.up_front_cost
-            if self.config.learn and remaining + reserved > self.hwm:
-                # The count is never negative, so hwm is at least this.
-                self.hwm = remaining + reserved
+            if self.config.learn and others == 0 and remaining > self.hwm:
+                # The count is never negative, so hwm >= remaining. Only learnt
+                # alone in flight: with others in transit to the server, their
+                # reservations are not in its count yet and would inflate hwm.
+                self.hwm = remaining
+            # In-transit requests make this low by their reservations, but the
+            # admission check counts them in flight, so the two cancel out.
             self._base = max(0.0, self.hwm - remaining - reserved)
             self._base_at = now
-            if self.config.learn:
+            if self.config.learn and self._in_flight == 0:
+                # Alone in flight, the base is exact: only then is it a sample.
                 self._learn_outflow(now)
         if observation.throttled:
             self._on_throttled(remaining, now)
         else:
             self._consecutive_throttles = 0
+            self._transit = max(_MIN_TRANSIT, self._transit * _TRANSIT_DECAY)
             self._recover()
+
+    def _others_at_server(self, now: float) -> int:
+        """Requests in flight that had surely reached Canvas when it answered this one.
+
+        One sent less than a one-way delay ago may still be in transit, so its
+        reservation is not in the answer's count. Counting it would make the
+        base look a reservation lower than it is; leaving it out errs safe.
+        """
+        cutoff = now - self._transit
+        return sum(1 for permit in self._active if permit.admitted_at <= cutoff)
 
     def _on_throttled(self, remaining: float | None, now: float) -> None:
         self._throttled += 1
+        self._transit = min(_MAX_TRANSIT, self._transit * 2)
         self._consecutive_throttles += 1
         if remaining is not None:
             if self.config.learn and remaining > self.up_front_cost:
                 # Throttled means count + up_front_cost >= hwm, i.e. up_front_cost >= remaining.
                 self.up_front_cost = remaining
-            wait = max(0.0, self.up_front_cost + self.config.margin - remaining) / self.outflow
+            # Reservations of requests in flight free themselves when they end;
+            # only the base level must leak until one more request fits.
+            excess = self._base + self.up_front_cost + self.config.margin - self.hwm
+            wait = max(0.0, excess) / self.outflow
             source = "model"
         else:
             wait = min(30.0, 0.5 * 2 ** (self._consecutive_throttles - 1))

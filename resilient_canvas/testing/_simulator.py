@@ -38,6 +38,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
+#: Paths under this prefix control the simulator itself (stats, reset, timeline).
+CONTROL_PREFIX = "/_simulator/"
 DEFAULT_PER_PAGE = 10
 MAX_PER_PAGE = 100
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -89,6 +91,8 @@ class SimulatorSettings:
         expired_tokens: Tokens answered with "Expired access token.".
         insufficient_scope_tokens: Tokens answered with "Insufficient scopes on access token.".
         seed: Seed of service-time sampling.
+        record_timeline: Record (time, bucket level, in flight) at every
+            reservation and settlement, for plots.
     """
 
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
@@ -100,6 +104,7 @@ class SimulatorSettings:
     expired_tokens: frozenset[str] = frozenset()
     insufficient_scope_tokens: frozenset[str] = frozenset()
     seed: int = 3
+    record_timeline: bool = False
 
     @classmethod
     def hosted(cls, **changes: Any) -> SimulatorSettings:
@@ -185,6 +190,8 @@ class CanvasApp:
         self._faults = FaultPicker(self.settings.faults)
         self._rng = random.Random(self.settings.seed)
         self._write_keys: set[Any] = set()
+        self.timeline: list[tuple[float, float, int]] = []
+        self._started_at = self._clock()
 
     def bucket(self, token: str | None = None) -> LeakyBucket:
         """Return the bucket of *token* (the simulator's own token by default)."""
@@ -199,6 +206,8 @@ class CanvasApp:
     async def _canvas_middleware(
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
+        if request.path.startswith(CONTROL_PREFIX):
+            return await handler(request)
         stats = self.stats
         stats.requests += 1
         stats.in_flight += 1
@@ -228,7 +237,9 @@ class CanvasApp:
 
         token = _token_of(request)
         bucket = self.bucket(token) if token else self._anonymous_bucket(request)
-        if bucket.reserve() and self.settings.throttle.enabled:
+        throttled = bucket.reserve() and self.settings.throttle.enabled
+        self._record(bucket)
+        if throttled:
             bucket.settle(0.0)
             self.stats.throttled += 1
             return self._throttled(bucket)
@@ -238,6 +249,7 @@ class CanvasApp:
             response, cost = await self._run_app(request, handler, fault, token)
         finally:
             bucket.settle(cost)
+            self._record(bucket)
         response.headers["X-Request-Cost"] = ruby_float(cost)
         response.headers["X-Rate-Limit-Remaining"] = ruby_float(bucket.remaining)
         response.headers["X-Request-Context-Id"] = str(uuid.uuid4())
@@ -281,6 +293,34 @@ class CanvasApp:
             response.body = body[: max(1, len(body) // 2)]
         return response
 
+    def _record(self, bucket: LeakyBucket) -> None:
+        if self.settings.record_timeline:
+            moment = round(self._clock() - self._started_at, 4)
+            self.timeline.append((moment, round(bucket.count, 3), self.stats.in_flight))
+
+    def stats_document(self) -> dict[str, Any]:
+        """The statistics and the default token's bucket, as JSON-ready data."""
+        stats = self.stats
+        document: dict[str, Any] = {
+            name: getattr(stats, name)
+            for name in ("requests", "throttled", "applied_writes", "duplicate_writes",
+                         "repeated_idempotent_writes", "in_flight", "peak_in_flight")
+        }
+        document["faults"] = dict(stats.faults)
+        document["statuses"] = {str(status): count for status, count in stats.statuses.items()}
+        document["bucket_level"] = round(self.bucket().level(), 3)
+        return document
+
+    async def _control_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats_document())
+
+    async def _control_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"reset": True})
+
+    async def _control_timeline(self, request: web.Request) -> web.Response:
+        return web.json_response(self.timeline)
+
     def _throttled(self, bucket: LeakyBucket) -> web.Response:
         status = self.settings.throttle.throttled_status
         phrase = "Forbidden" if status == 403 else "Too Many Requests"
@@ -314,6 +354,10 @@ class CanvasApp:
 
     def _add_routes(self) -> None:
         r = self.app.router
+        # Control endpoints for a simulator in another process; never throttled.
+        r.add_get(CONTROL_PREFIX + "stats", self._control_stats)
+        r.add_post(CONTROL_PREFIX + "reset", self._control_reset)
+        r.add_get(CONTROL_PREFIX + "timeline", self._control_timeline)
         r.add_get("/api/v1/courses", self._list_courses)
         r.add_get("/api/v1/courses/{course_id}", self._get_course)
         r.add_get("/api/v1/users/{user_id}", self._get_user)
@@ -775,3 +819,24 @@ class CanvasSimulator:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+async def serve(
+    settings: SimulatorSettings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ready: Callable[[CanvasSimulator], None] | None = None,
+) -> None:
+    """Serve a simulator until cancelled (for the CLI and out-of-process benchmarks).
+
+    Args:
+        settings: What to simulate.
+        host: Interface to bind.
+        port: Port to bind; 0 picks a free one.
+        ready: Called with the running simulator once it accepts connections.
+    """
+    async with CanvasSimulator(settings, host=host, port=port) as simulator:
+        if ready is not None:
+            ready(simulator)
+        await asyncio.Event().wait()
