@@ -64,9 +64,10 @@ def simulator_process(settings: SimulatorSettings) -> Iterator[str]:
 async def control(base_url: str, action: str) -> Any:
     """Call a simulator control endpoint: stats, reset or timeline."""
     method = "POST" if action == "reset" else "GET"
-    async with aiohttp.ClientSession() as session, session.request(
-        method, f"{base_url}/_simulator/{action}"
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, f"{base_url}/_simulator/{action}") as response,
+    ):
         return await response.json()
 
 

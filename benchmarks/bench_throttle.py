@@ -95,9 +95,7 @@ async def tenacity_retry(base: str, calls: int) -> int:
             stop=tenacity.stop_after_attempt(ATTEMPTS),
             reraise=True,
         )
-        return await _bounded(
-            calls, CONCURRENCY, lambda: retrying.copy()(_get_once, session, base)
-        )
+        return await _bounded(calls, CONCURRENCY, lambda: retrying.copy()(_get_once, session, base))
 
 
 async def stamina_retry(base: str, calls: int) -> int:
@@ -189,10 +187,14 @@ def plot(workload: Workload, rows: list[dict[str, Any]], path: Path) -> None:
         axis.plot(times, [point[1] for point in row["timeline"]], lw=0.8, label="bucket level")
         axis.axhline(600, color="red", lw=0.6, ls="--", label="hwm")
         twin = axis.twinx()
-        twin.plot(times, [point[2] for point in row["timeline"]], lw=0.6, color="gray",
-                  label="in flight")
-        axis.set_title(f"{row['strategy']}: {row['ratio']}x bound, "
-                       f"{row['throttled_pct']}% throttled, {row['failed']} failed", fontsize=9)
+        twin.plot(
+            times, [point[2] for point in row["timeline"]], lw=0.6, color="gray", label="in flight"
+        )
+        axis.set_title(
+            f"{row['strategy']}: {row['ratio']}x bound, "
+            f"{row['throttled_pct']}% throttled, {row['failed']} failed",
+            fontsize=9,
+        )
         axis.set_ylabel("level")
         twin.set_ylabel("in flight")
     figure.suptitle(f"Workload {workload.name}: {workload.calls} GETs, cost {workload.cost}")
@@ -216,9 +218,12 @@ def main() -> None:
                 row = asyncio.run(measure(base, workload, name))
                 row["ratio"] = round(row["wall_s"] / bound, 2)
                 rows.append(row)
-                print(f"{key} {name:17} failed={row['failed']:5} throttled={row['throttled_pct']:6}%"
-                      f" peak={row['peak_in_flight']:5} wall={row['wall_s']:7}s "
-                      f"ratio={row['ratio']:5}x", flush=True)
+                print(
+                    f"{key} {name:17} failed={row['failed']:5} throttled={row['throttled_pct']:6}%"
+                    f" peak={row['peak_in_flight']:5} wall={row['wall_s']:7}s "
+                    f"ratio={row['ratio']:5}x",
+                    flush=True,
+                )
         plot(workload, rows, RESULTS / f"throttle_{key}.png")
         report[key] = {
             "bound_s": round(bound, 2),

@@ -39,6 +39,8 @@ _MIN_TRANSIT = 0.002
 _MAX_TRANSIT = 1.0
 #: Per unthrottled response, the transit estimate shrinks by this factor.
 _TRANSIT_DECAY = 0.995
+#: Smallest amount the model waits to leak when the bucket is exactly at hwm.
+_LEAK_EPSILON = 0.01
 #: Shortest span over which the leak rate is measured; shorter spans are noise.
 _MIN_OUTFLOW_SPAN = 10.0
 
@@ -317,8 +319,9 @@ class Throttle:
         excess = needed - self.hwm
         if excess < 0 or (testing and self._in_flight == 0):
             return 0.0
-        # Either the leak makes room, or a request in flight ends first.
-        return excess / self.outflow
+        # Either the leak makes room, or a request in flight ends first. Canvas
+        # refuses at count >= hwm, so reaching hwm exactly still has to wait.
+        return max(excess, _LEAK_EPSILON) / self.outflow
 
     async def _wait_until_admissible(self, route: str | None) -> None:
         loop = asyncio.get_running_loop()

@@ -303,8 +303,15 @@ class CanvasApp:
         stats = self.stats
         document: dict[str, Any] = {
             name: getattr(stats, name)
-            for name in ("requests", "throttled", "applied_writes", "duplicate_writes",
-                         "repeated_idempotent_writes", "in_flight", "peak_in_flight")
+            for name in (
+                "requests",
+                "throttled",
+                "applied_writes",
+                "duplicate_writes",
+                "repeated_idempotent_writes",
+                "in_flight",
+                "peak_in_flight",
+            )
         }
         document["faults"] = dict(stats.faults)
         document["statuses"] = {str(status): count for status, count in stats.statuses.items()}
