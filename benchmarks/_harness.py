@@ -12,7 +12,12 @@ from typing import Any
 
 import aiohttp
 
-from resilient_canvas.testing import RouteProfile, SimulatorSettings, ThrottleSettings
+from resilient_canvas.testing import (
+    RouteProfile,
+    SimulatorSettings,
+    ThrottleSettings,
+    bucket_lower_bound,
+)
 from resilient_canvas.testing._simulator import serve
 
 
@@ -71,31 +76,6 @@ async def control(base_url: str, action: str) -> Any:
         return await response.json()
 
 
-def leaky_bucket_bound(
-    workload: Workload,
-    *,
-    hwm: float = 600.0,
-    up_front_cost: float = 50.0,
-    outflow: float = 10.0,
-    step: float = 0.001,
-) -> float:
-    """The shortest wall time Canvas's bucket allows for *workload*.
-
-    Keeps the most requests in flight that the bucket admits
-    (``level + (n + 1) * up_front_cost < hwm``), each adding its cost when it
-    ends, the level leaking at *outflow*; returns when the last call ends.
-    """
-    level, now, started, done = 0.0, 0.0, 0, 0
-    ends: list[float] = []
-    while done < workload.calls:
-        finished = [end for end in ends if end <= now]
-        if finished:
-            ends = [end for end in ends if end > now]
-            done += len(finished)
-            level += workload.cost * len(finished)
-        while started < workload.calls and level + (len(ends) + 1) * up_front_cost < hwm:
-            ends.append(now + workload.service)
-            started += 1
-        now += step
-        level = max(0.0, level - outflow * step)
-    return now
+def leaky_bucket_bound(workload: Workload) -> float:
+    """The shortest wall time Canvas's default bucket allows for *workload*."""
+    return bucket_lower_bound(workload.calls, service_time=workload.service, cost=workload.cost)

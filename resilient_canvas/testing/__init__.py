@@ -16,6 +16,7 @@ provides. ``set_testing(True)`` turns every retry and throttle wait to zero.
 from __future__ import annotations
 
 from resilient_canvas._config import is_testing, set_testing
+from resilient_canvas.testing._bound import bucket_lower_bound
 from resilient_canvas.testing._bucket import LeakyBucket, ThrottleSettings
 from resilient_canvas.testing._clock import FakeClock
 from resilient_canvas.testing._data import DataSettings
@@ -39,6 +40,7 @@ __all__ = [
     "SimulatorSettings",
     "SimulatorStats",
     "ThrottleSettings",
+    "bucket_lower_bound",
     "is_testing",
     "ruby_float",
     "set_testing",

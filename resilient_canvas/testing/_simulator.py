@@ -126,6 +126,7 @@ class SimulatorStats:
             (harmless, counted for visibility).
         in_flight: Requests being handled now.
         peak_in_flight: The most requests handled at once.
+        client_disconnects: Requests whose client went away before they were read.
         faults: How often each fault was injected.
         statuses: How often each status was answered.
     """
@@ -137,6 +138,7 @@ class SimulatorStats:
     repeated_idempotent_writes: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
+    client_disconnects: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
 
@@ -216,7 +218,12 @@ class CanvasApp:
             fault = self._faults.pick(stats.requests, request.method)
             if fault is not None:
                 stats.faults[fault.value] += 1
-            response = await self._serve(request, handler, fault)
+            try:
+                response = await self._serve(request, handler, fault)
+            except ConnectionResetError:
+                # The client gave up mid-request; Canvas answers 408 to nobody.
+                stats.client_disconnects += 1
+                response = web.Response(status=408)
             stats.statuses[response.status] += 1
             return response
         finally:
