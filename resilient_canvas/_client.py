@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import hashlib
 import ipaddress
 import json
@@ -36,6 +37,8 @@ R = TypeVar("R")
 
 API_PREFIX = "/api/v1/"
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
+#: Paths whose resolution is remembered per client (bulk jobs repeat a few shapes).
+_RESOLVE_CACHE_SIZE = 4096
 #: A segment that identifies one resource: a number, ``self``, or ``sis_*:``-style id.
 _ID_SEGMENT = re.compile(r"^(\d+|self|[a-z_]+:.+)$")
 
@@ -80,6 +83,7 @@ class CanvasResponse:
         return self.links.get("next")
 
 
+@functools.lru_cache(maxsize=4096)
 def route_template(path: str) -> str:
     """Return the route of *path* with ids replaced: ``/api/v1/courses/:id/enrollments``."""
     return "/".join(":id" if _ID_SEGMENT.match(part) else part for part in path.split("/"))
@@ -171,6 +175,7 @@ class CanvasClient:
         self._clock = clock
         self._sleep = sleep
         self._state = ClientState.UNOPENED
+        self._resolved: dict[str, URL] = {}
 
     def __repr__(self) -> str:
         return (
@@ -368,7 +373,16 @@ class CanvasClient:
     # ---------------------------------------------------------------- internals
 
     def _resolve(self, path: str | URL) -> URL:
-        target = URL(str(path))
+        key = str(path)
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            resolved = self._resolve_uncached(key)
+            if len(self._resolved) < _RESOLVE_CACHE_SIZE:
+                self._resolved[key] = resolved
+        return resolved
+
+    def _resolve_uncached(self, path: str) -> URL:
+        target = URL(path)
         if target.is_absolute():
             if origin_of(target) != self._origin:
                 raise ValueError(
@@ -470,10 +484,12 @@ def _decode(response: aiohttp.ClientResponse, body: bytes, method: str, url: str
             error.method, error.url, error.request_sent = method, url, True
             error.extra.update({"body_excerpt": body[:500].decode("utf-8", errors="replace")})
             raise error from exc
-    try:
-        links = {rel: link["url"] for rel, link in response.links.items() if "url" in link}
-    except (ValueError, TypeError, KeyError):
-        links = {}
+    links: dict[Any, Any] = {}
+    if "Link" in response.headers:
+        try:
+            links = {rel: link["url"] for rel, link in response.links.items() if "url" in link}
+        except (ValueError, TypeError, KeyError):
+            links = {}
     return CanvasResponse(
         status=response.status,
         headers=response.headers,

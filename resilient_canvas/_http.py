@@ -110,6 +110,9 @@ def redact_url(url: str | URL | None) -> str | None:
         return None
     try:
         parsed = url if isinstance(url, URL) else URL(str(url))
+        query_text = parsed.raw_query_string.lower()
+        if not parsed.raw_user and not any(key in query_text for key in SECRET_QUERY_KEYS):
+            return str(parsed)  # the common case: nothing to remove
         if parsed.user or parsed.password:
             parsed = parsed.with_user(None)
         secret_keys = [key for key in parsed.query if key.lower() in SECRET_QUERY_KEYS]

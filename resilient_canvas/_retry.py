@@ -51,6 +51,8 @@ _PRIOR_UP_FRONT_COST = 50.0
 _PRIOR_OUTFLOW = 10.0
 
 DEFAULT_POLICY = RetryPolicy()
+#: One generator for every call's jitter: seeding one per call costs more than the call.
+_JITTER = random.Random()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ class _CallState:
     clock: Clock
     sleep_fn: Sleep
     started: float
-    rng: random.Random = field(default_factory=random.Random)
+    rng: random.Random = field(default_factory=lambda: _JITTER)
     history: AttemptHistory = field(default_factory=AttemptHistory)
     spent: float = 0.0
     pending_wait: tuple[float, str] = (0.0, "backoff")
@@ -266,22 +268,17 @@ async def call_with_retries(
     """
     resolved = policy or DEFAULT_POLICY
     call_info = info or CallInfo()
-    state = _CallState(
-        policy=resolved,
-        info=call_info,
-        throttle=throttle,
-        budget=budget or (throttle.budget if throttle else RetryBudget()),
-        clock=clock,
-        sleep_fn=sleep,
-        started=clock(),
-    )
+    shared_budget = budget or (throttle.budget if throttle else RetryBudget())
+    started = clock()
+    total = seconds(resolved.deadline)
+    per_attempt = seconds(resolved.attempt_timeout)
 
     async def one_attempt() -> T:
         permit = await throttle.acquire(call_info.route) if throttle else None
         observation: Observation | None = None
         try:
-            limit = min(seconds(resolved.attempt_timeout), max(0.001, state.deadline_left()))
-            async with asyncio.timeout(limit):
+            left = total - (clock() - started)
+            async with asyncio.timeout(min(per_attempt, max(0.001, left))):
                 result = await attempt()
             observation = observe(result) if observe else None
             return result
@@ -297,6 +294,48 @@ async def call_with_retries(
             if permit is not None and throttle is not None:
                 throttle.release(permit, observation)
 
+    # Most calls succeed at once: the first attempt runs without building the
+    # retry machinery, which costs more than a loopback request.
+    try:
+        result = await one_attempt()
+    except CanvasException as first_failure:
+        result = await _retry_after(
+            first_failure,
+            one_attempt,
+            _CallState(
+                policy=resolved,
+                info=call_info,
+                throttle=throttle,
+                budget=shared_budget,
+                clock=clock,
+                sleep_fn=sleep,
+                started=started,
+            ),
+        )
+        shared_budget.record_success(result[1])
+        return result[0]
+    shared_budget.record_success(0.0)
+    return result
+
+
+async def _retry_after(
+    first_failure: CanvasException,
+    one_attempt: Callable[[], Awaitable[T]],
+    state: _CallState,
+) -> tuple[T, float]:
+    """Hand a failed first attempt to tenacity, which decides everything from there.
+
+    Tenacity's first "attempt" replays the failure already seen, so its
+    retry, wait, stop and logging logic applies to it like to any other.
+    Returns the result and the budget the retries spent.
+    """
+    replay = [first_failure]
+
+    async def attempt_or_replay() -> T:
+        if replay:
+            raise replay.pop()
+        return await one_attempt()
+
     retrying = tenacity.AsyncRetrying(
         retry=state.retry,
         wait=state.wait,
@@ -305,9 +344,8 @@ async def call_with_retries(
         sleep=state.sleep,
         reraise=True,
     )
-    result: T = await retrying(one_attempt)
-    state.budget.record_success(state.spent)
-    return result
+    result: T = await retrying(attempt_or_replay)
+    return result, state.spent
 
 
 @overload

@@ -202,6 +202,8 @@ class Throttle:
         Returns:
             A permit to pass to :meth:`release` when the response has arrived.
         """
+        if not self._queue and self._delay(route) <= 0:
+            return self._admit(route)
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(turn)
         if self._queue[0] is turn:
