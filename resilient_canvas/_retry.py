@@ -299,7 +299,7 @@ async def call_with_retries(
     try:
         result = await one_attempt()
     except CanvasException as first_failure:
-        result = await _retry_after(
+        retried, spent = await _retry_after(
             first_failure,
             one_attempt,
             _CallState(
@@ -312,8 +312,8 @@ async def call_with_retries(
                 started=started,
             ),
         )
-        shared_budget.record_success(result[1])
-        return result[0]
+        shared_budget.record_success(spent)
+        return retried
     shared_budget.record_success(0.0)
     return result
 
