@@ -13,6 +13,7 @@ from resilient_canvas._client import (
 from resilient_canvas._encoding import encode_params, require
 from resilient_canvas._history import Attempt, AttemptHistory
 from resilient_canvas._policy import BudgetSettings, RetryBudget, RetryPolicy
+from resilient_canvas._redis_throttle import RedisThrottle
 from resilient_canvas._retry import raise_for_canvas_status, resilient
 from resilient_canvas._throttle import (
     Observation,
@@ -21,6 +22,7 @@ from resilient_canvas._throttle import (
     ThrottleConfig,
     ThrottleEstimate,
     clear_throttles,
+    close_throttles,
     throttle_for,
 )
 from resilient_canvas.exceptions import (
@@ -78,6 +80,7 @@ __all__ = [
     "Permit",
     "RateLimitExceeded",
     "ReadTimeout",
+    "RedisThrottle",
     "RequestTimeout",
     "RequiredFieldMissing",
     "ResourceDoesNotExist",
@@ -94,6 +97,7 @@ __all__ = [
     "__version__",
     "classify_response",
     "clear_throttles",
+    "close_throttles",
     "encode_params",
     "raise_for_canvas_status",
     "require",

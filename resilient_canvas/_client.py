@@ -126,6 +126,8 @@ class CanvasClient:
         user_agent: The User-Agent header.
         clock: Time source for deadlines (inject a fake one in tests).
         sleep: How waits pass.
+        redis_url: With the shared throttle, keep its state in Redis so that
+            every process using this token paces together.
 
     Raises:
         ValueError: If *base_url* is not an absolute http(s) URL or the token is empty.
@@ -144,6 +146,7 @@ class CanvasClient:
         user_agent: str | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        redis_url: str | None = None,
     ) -> None:
         base = URL(base_url)
         if not base.is_absolute() or base.scheme not in ("http", "https"):
@@ -166,7 +169,11 @@ class CanvasClient:
         self._auth = {"Authorization": f"Bearer {access_token}"}
         self.fingerprint = token_fingerprint(access_token)
         self.policy = policy or RetryPolicy()
-        self.throttle = throttle_for(base, access_token) if throttle == "shared" else throttle
+        self.throttle = (
+            throttle_for(base, access_token, redis_url=redis_url)
+            if throttle == "shared"
+            else throttle
+        )
         self.per_page = per_page
         self._timeout = timeout
         self._user_agent = user_agent or "resilient-canvas"

@@ -116,6 +116,8 @@ class Permit:
     predicted_cost: float
     admitted_at: float
     released: bool = False
+    #: The Redis lease behind this permit, for a shared throttle.
+    lease: str | None = None
 
 
 class _Average:
@@ -238,6 +240,9 @@ class Throttle:
         else:
             self._observe(permit, observation)
         self._notify()
+
+    async def aclose(self) -> None:
+        """Release what the throttle holds; nothing for an in-process one."""
 
     def pause_remaining(self) -> float:
         """Seconds left in the shared pause after a throttle (0.0 when none)."""
@@ -463,25 +468,47 @@ class Throttle:
         self._outflow_anchor = (now, self._base, self._settled_cost)
 
 
-_REGISTRY: dict[tuple[str, str], Throttle] = {}
+_REGISTRY: dict[tuple[str, str, str | None], Throttle] = {}
 
 
 def throttle_for(
-    base_url: Any, access_token: str, *, config: ThrottleConfig | None = None
+    base_url: Any,
+    access_token: str,
+    *,
+    config: ThrottleConfig | None = None,
+    redis_url: str | None = None,
 ) -> Throttle:
     """Return the process-wide throttle for one token on one Canvas, creating it once.
 
     The key is the origin and a hash of the token, never the token itself.
+    With *redis_url*, the throttle's state is shared through Redis with every
+    process using the same token on the same Canvas.
     """
     from yarl import URL
 
-    key = (origin_of(URL(str(base_url))), token_fingerprint(access_token))
+    origin, fingerprint = origin_of(URL(str(base_url))), token_fingerprint(access_token)
+    key = (origin, fingerprint, redis_url)
     throttle = _REGISTRY.get(key)
     if throttle is None:
-        throttle = _REGISTRY[key] = Throttle(config, name=f"{key[0]}#{key[1]}")
+        name = f"{origin}#{fingerprint}"
+        if redis_url is None:
+            throttle = Throttle(config, name=name)
+        else:
+            from resilient_canvas._redis_throttle import RedisThrottle
+
+            throttle = RedisThrottle(redis_url, name, config=config)
+        _REGISTRY[key] = throttle
     return throttle
 
 
 def clear_throttles() -> None:
     """Forget every shared throttle (for tests)."""
     _REGISTRY.clear()
+
+
+async def close_throttles() -> None:
+    """Close every shared throttle's connections (Redis) and forget them; call at shutdown."""
+    throttles = list(_REGISTRY.values())
+    _REGISTRY.clear()
+    for throttle in throttles:
+        await throttle.aclose()
