@@ -35,13 +35,9 @@ class Workload:
         profile = RouteProfile(
             service_time=self.service, cost_rate=self.cost / self.service, base_cost=0.0
         )
-        return SimulatorSettings(
-            throttle=changes.pop("throttle", ThrottleSettings()),
-            default_route=profile,
-            record_timeline=True,
-            token="bench-token",
-            **changes,
-        )
+        changes.setdefault("throttle", ThrottleSettings())
+        changes.setdefault("record_timeline", True)
+        return SimulatorSettings(default_route=profile, token="bench-token", **changes)
 
 
 def _run_server(settings: SimulatorSettings, port_queue: multiprocessing.queues.Queue[int]) -> None:
