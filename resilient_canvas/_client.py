@@ -340,12 +340,13 @@ class CanvasClient:
         query = [*encode_params(params), ("per_page", str(per_page or self.per_page))]
         url: URL | None = self._resolve(path)
         first = True
-        visited: set[str] = set()
+        # Hashes, not URLs: a listing of 100,000 pages keeps a few MB at most.
+        visited: set[int] = set()
         previous_digest: bytes | None = None
         while url is not None:
             response = await self._send("GET", url, query if first else None, None, None, None)
             first = False
-            visited.add(str(url))
+            visited.add(hash(str(url)))
             items = _page_items(response.data)
             digest = hashlib.sha256(json_dumps(items)).digest() if items else None
             if digest is not None and digest == previous_digest:
@@ -402,7 +403,7 @@ class CanvasClient:
             text = API_PREFIX + text
         return self._base.join(URL(text))
 
-    def _next_page(self, response: CanvasResponse, visited: set[str]) -> URL | None:
+    def _next_page(self, response: CanvasResponse, visited: set[int]) -> URL | None:
         next_url = response.next_url
         if next_url is None:
             return None
@@ -413,7 +414,7 @@ class CanvasClient:
                 f"The Link header of {response.url} points to {next_url.origin()}, another "
                 "origin; the access token is never sent there."
             )
-        if str(next_url) in visited:
+        if hash(str(next_url)) in visited:
             raise InvalidResponse(
                 f"Canvas's next link repeats a page already read ({redact_url(next_url)}); "
                 "stopping instead of looping forever."

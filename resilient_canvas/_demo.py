@@ -39,6 +39,8 @@ from resilient_canvas.testing import (
 COURSE = 101
 GRADE_ROUTE = "PUT /api/v1/courses/{course_id}/assignments/{assignment_id}/submissions/{user_id}"
 # Grading is costly enough that the bucket fills: pacing, not luck, avoids 429s.
+#: How the client's throttle names the grading route when it learns its cost.
+GRADE_ROUTE_KEY = "PUT /api/v1/courses/:id/assignments/:id/submissions/:id"
 GRADE_PROFILE = RouteProfile(service_time=0.04, cost_rate=37.5, base_cost=0.0)
 LIST_PROFILE = RouteProfile(service_time=0.03, cost_rate=5.0)
 
@@ -142,19 +144,17 @@ async def paced_job(
             path = f"courses/{COURSE}/assignments/{assignment}/submissions"
             _ = [s async for s in canvas.paginate(path, per_page=50)]
         work = [(assignment, student) for assignment in assignments for student in students]
-        task = (
-            progress.add_task("grading", total=len(work), **_fields(canvas, counter))
-            if (progress is not None)
-            else None
-        )
+        task = None
+        if progress is not None:
+            task = progress.add_task(
+                "grading", total=len(work), **_status(canvas, counter, 0, len(work))
+            )
 
         def on_progress(state: Any) -> None:
             if progress is not None and task is not None:
+                left = len(work) - state.done
                 progress.update(
-                    task,
-                    completed=state.done,
-                    in_flight=state.in_flight,
-                    **_fields(canvas, counter, skip_in_flight=True),
+                    task, completed=state.done, **_status(canvas, counter, state.in_flight, left)
                 )
 
         async def grade(item: tuple[int, int]) -> Any:
@@ -173,18 +173,22 @@ async def paced_job(
     return report
 
 
-def _fields(
-    canvas: CanvasClient, counter: EventCounter, *, skip_in_flight: bool = False
+def _status(
+    canvas: CanvasClient, counter: EventCounter, in_flight: int, left: int
 ) -> dict[str, Any]:
-    estimate = canvas.throttle.estimate() if canvas.throttle else None
-    fields: dict[str, Any] = {
-        "quota": f"{estimate.remaining:.0f}" if estimate else "-",
+    """The progress line's fields: what the throttle believes and what happened so far."""
+    throttle = canvas.throttle
+    eta = "…"
+    if throttle is not None and throttle.route_cost(GRADE_ROUTE_KEY) is not None:
+        # The bucket's estimate from the learned cost of grading: a lower bound.
+        eta = f"{throttle.eta(left, GRADE_ROUTE_KEY):.0f}s"
+    return {
+        "in_flight": in_flight,
+        "quota": f"{throttle.estimate().remaining:.0f}" if throttle else "-",
         "retries": sum(counter.retries.values()),
         "pauses": counter.pauses,
+        "eta": eta,
     }
-    if not skip_in_flight:
-        fields["in_flight"] = 0
-    return fields
 
 
 async def naive_job(sim: CanvasSimulator, options: DemoOptions) -> JobReport:
@@ -293,6 +297,7 @@ async def run_demo(options: DemoOptions, counter: EventCounter, console: Console
             TextColumn(
                 "in flight {task.fields[in_flight]:>2} · quota {task.fields[quota]:>4}"
                 " · retries {task.fields[retries]:>3} · pauses {task.fields[pauses]}"
+                " · ETA {task.fields[eta]:>4}"
             ),
             TimeElapsedColumn(),
         )

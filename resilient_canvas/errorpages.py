@@ -43,6 +43,7 @@ from resilient_canvas.exceptions import CanvasException
 
 __all__ = [
     "FALLBACK_TEXT",
+    "RENDERERS",
     "BaseRenderer",
     "HTMLRenderer",
     "JSONRenderer",
@@ -51,6 +52,7 @@ __all__ = [
     "error_middleware",
     "escape",
     "exception_response",
+    "scrub",
 ]
 
 #: What production shows for an error that is not ours: never the exception text.

@@ -69,10 +69,12 @@ if TYPE_CHECKING:
     from resilient_canvas._history import AttemptHistory
 
 __all__ = [
+    "AIOHTTP_EXCEPTION_MAP",
     "BadGateway",
     "BadRequest",
     "BadURL",
     "CanvasException",
+    "Conflict",
     "ConnectError",
     "ConnectTimeout",
     "ConnectionDropped",
@@ -106,17 +108,19 @@ __all__ = [
     "TransportError",
     "URITooLong",
     "URLBuildError",
+    "Unauthorized",
     "UnprocessableEntity",
     "classify_response",
+    "describe_canvas_body",
     "from_aiohttp_error",
 ]
 
 #: How much of a response body we keep on an exception (``extra["body_excerpt"]``).
-BODY_EXCERPT_CHARS = 500
+_BODY_EXCERPT_CHARS = 500
 #: Bodies larger than this are not parsed as JSON: a huge body is not a Canvas error.
-MAX_JSON_BODY_BYTES = 1_048_576
+_MAX_JSON_BODY_BYTES = 1_048_576
 #: Longest Canvas error detail we put in a message; longer ones are cut with an ellipsis.
-MAX_DETAIL_CHARS = 300
+_MAX_DETAIL_CHARS = 300
 
 _RATE_LIMIT_MARKER = "rate limit exceeded"
 
@@ -630,17 +634,17 @@ def _decode_body(body: object) -> tuple[str, Any]:
     """Return (text, parsed JSON or None) for any body, never raising."""
     if isinstance(body, Mapping | list):
         try:
-            return json.dumps(body)[:MAX_JSON_BODY_BYTES], body
+            return json.dumps(body)[:_MAX_JSON_BODY_BYTES], body
         except (TypeError, ValueError):
-            return repr(body)[:BODY_EXCERPT_CHARS], body
+            return repr(body)[:_BODY_EXCERPT_CHARS], body
     if isinstance(body, bytes | bytearray | memoryview):
         raw = bytes(body)
-        text = raw[:MAX_JSON_BODY_BYTES].decode("utf-8", errors="replace")
-        oversized = len(raw) > MAX_JSON_BODY_BYTES
+        text = raw[:_MAX_JSON_BODY_BYTES].decode("utf-8", errors="replace")
+        oversized = len(raw) > _MAX_JSON_BODY_BYTES
     elif isinstance(body, str):
-        text, oversized = body[:MAX_JSON_BODY_BYTES], len(body) > MAX_JSON_BODY_BYTES
+        text, oversized = body[:_MAX_JSON_BODY_BYTES], len(body) > _MAX_JSON_BODY_BYTES
     else:
-        return ("" if body is None else repr(body)[:BODY_EXCERPT_CHARS]), None
+        return ("" if body is None else repr(body)[:_BODY_EXCERPT_CHARS]), None
     stripped = text.lstrip()
     if oversized or not stripped.startswith(("{", "[")):
         return text, None
@@ -791,8 +795,8 @@ def _compose_message(
     phrase = status_phrase(status) or "Unknown Status"
     request = f"{method} {url}" if method and url else (url or method or "The request")
     cause = next(_CAUSES[base] for base in cls.__mro__ if base in _CAUSES)
-    if len(detail) > MAX_DETAIL_CHARS:
-        detail = detail[: MAX_DETAIL_CHARS - 1] + "…"
+    if len(detail) > _MAX_DETAIL_CHARS:
+        detail = detail[: _MAX_DETAIL_CHARS - 1] + "…"
     said = f' Canvas said: "{detail}"' if detail else ""
     return f"{request} failed with {status} {phrase}: {cause}.{said}"
 
@@ -826,8 +830,8 @@ def _response_extra(exc: CanvasException, text: str) -> dict[str, Any]:
     if exc.request_cost is not None:
         extra["request_cost"] = exc.request_cost
     if text:
-        excerpt = text[:BODY_EXCERPT_CHARS]
-        extra["body_excerpt"] = excerpt + ("…" if len(text) > BODY_EXCERPT_CHARS else "")
+        excerpt = text[:_BODY_EXCERPT_CHARS]
+        extra["body_excerpt"] = excerpt + ("…" if len(text) > _BODY_EXCERPT_CHARS else "")
     return extra
 
 
@@ -929,4 +933,4 @@ def _error_detail(error: BaseException) -> str:
         text = str(error.os_error) or text
     if text.startswith(("http://", "https://")):
         text = redact_url(text) or text
-    return (text or type(error).__name__)[:MAX_DETAIL_CHARS]
+    return (text or type(error).__name__)[:_MAX_DETAIL_CHARS]

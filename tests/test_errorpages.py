@@ -344,3 +344,12 @@ async def test_sanic_error_handler_recipe() -> None:
     assert 401 == status
     assert 'Bearer realm="canvas-lms"' == headers["WWW-Authenticate"]
     assert "Invalid access token." in document["message"]
+
+
+@pytest.mark.parametrize("renderer", RENDERERS)
+def test_request_is_optional(renderer: type) -> None:
+    """Renderers work without a request (a CLI has none)."""
+    page = exception_response(None, exc.NotFound("No such course."), True, renderer=renderer)
+
+    assert 404 == page.status
+    assert "No such course." in page.body

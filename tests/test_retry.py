@@ -616,3 +616,27 @@ async def test_call_with_retries_uses_the_attempt_timeout() -> None:
 
     with pytest.raises(exc.ReadTimeout):
         await call_with_retries(hang, policy=RetryPolicy(attempt_timeout=0.01, attempts=1))
+
+
+async def test_events_reach_plain_stdlib_logging(caplog: pytest.LogCaptureFixture) -> None:
+    """Configured for the stdlib, the library's events land in ordinary logging handlers."""
+    import logging
+
+    import structlog
+
+    structlog.configure(
+        processors=[structlog.processors.KeyValueRenderer(key_order=["event"])],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    try:
+        clock = FakeClock()
+        with caplog.at_level(logging.WARNING, logger="resilient_canvas"):
+            await decorated(Failing(unavailable("1")), clock)()
+    finally:
+        structlog.reset_defaults()
+
+    record = caplog.records[0]
+    assert ("resilient_canvas", logging.WARNING) == (record.name, record.levelno)
+    assert record.getMessage().startswith("event='canvas.retry_scheduled'")
