@@ -191,26 +191,17 @@ class RedisThrottle(Throttle):
         """Whether Redis was unreachable recently and pacing is local."""
         return time.monotonic() < self._degraded_until
 
-    async def acquire(self, route: str | None = None) -> Permit:
-        """Wait until the shared model admits one more request; FIFO in this process."""
-        if self.degraded:
-            return await super().acquire(route)
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(turn)
-        if self._queue[0] is turn:
-            turn.set_result(None)
-        try:
-            await turn
+    def _admissible_now(self, route: str | None) -> bool:
+        # Only Redis knows; while it is unreachable, the local model decides.
+        return self.degraded and super()._admissible_now(route)
+
+    async def _wait_for_place(self, route: str | None) -> str | None:
+        if not self.degraded:
             lease = await self._lease(route)
-        except BaseException:
-            self._leave_queue(turn)
-            raise
-        self._leave_queue(turn)
-        if lease is None:  # Redis went away while we waited
-            return await super().acquire(route)
-        permit = self._admit(route)
-        permit.lease = lease
-        return permit
+            if lease is not None:
+                return lease
+        # Redis is unreachable: pace locally, keeping our place in the queue.
+        return await super()._wait_for_place(route)
 
     def release(self, permit: Permit, observation: Observation | None = None) -> None:
         """Give the lease back and settle the response in Redis (in the background)."""

@@ -204,7 +204,7 @@ class Throttle:
         Returns:
             A permit to pass to :meth:`release` when the response has arrived.
         """
-        if not self._queue and self._delay(route) <= 0:
+        if not self._queue and self._admissible_now(route):
             return self._admit(route)
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(turn)
@@ -212,13 +212,12 @@ class Throttle:
             turn.set_result(None)
         try:
             await turn
-            await self._wait_until_admissible(route)
+            lease = await self._wait_for_place(route)
         except BaseException:
             self._leave_queue(turn)
             raise
-        self._queue.popleft()
-        self._promote_next()
-        return self._admit(route)
+        self._leave_queue(turn)
+        return self._admit(route, lease)
 
     def release(self, permit: Permit, observation: Observation | None = None) -> None:
         """Give a place back and learn from the response, if there was one.
@@ -330,6 +329,18 @@ class Throttle:
         # refuses at count >= hwm, so reaching hwm exactly still has to wait.
         return max(excess, _LEAK_EPSILON) / self.outflow
 
+    def _admissible_now(self, route: str | None) -> bool:
+        """Whether a request may start at once, skipping the queue (it is empty)."""
+        return self._delay(route) <= 0
+
+    async def _wait_for_place(self, route: str | None) -> str | None:
+        """Wait, at the head of the queue, until one more request fits.
+
+        Returns the shared lease backing the place, if the state is shared.
+        """
+        await self._wait_until_admissible(route)
+        return None
+
     async def _wait_until_admissible(self, route: str | None) -> None:
         loop = asyncio.get_running_loop()
         while (delay := self._delay(route)) > 0:
@@ -345,11 +356,11 @@ class Throttle:
                 if sleeper is not None:
                     sleeper.cancel()
 
-    def _admit(self, route: str | None) -> Permit:
+    def _admit(self, route: str | None, lease: str | None = None) -> Permit:
         predicted = self._predicted_cost(route)
         self._in_flight += 1
         self._pending_cost += predicted
-        permit = Permit(route=route, predicted_cost=predicted, admitted_at=self._clock())
+        permit = Permit(route, predicted, admitted_at=self._clock(), lease=lease)
         self._active.add(permit)
         return permit
 
