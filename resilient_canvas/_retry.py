@@ -30,10 +30,11 @@ from resilient_canvas import _logging
 from resilient_canvas._config import is_testing, testing_attempts
 from resilient_canvas._history import Attempt, AttemptHistory
 from resilient_canvas._policy import RetryBudget, RetryPolicy, seconds
-from resilient_canvas._throttle import Observation, Throttle
+from resilient_canvas._throttle import Observation, Permit, Throttle
 from resilient_canvas.exceptions import (
     CanvasException,
     RateLimitExceeded,
+    ThrottleTimeout,
     classify_response,
     from_aiohttp_error,
 )
@@ -274,7 +275,7 @@ async def call_with_retries(
     per_attempt = seconds(resolved.attempt_timeout)
 
     async def one_attempt() -> T:
-        permit = await throttle.acquire(call_info.route) if throttle else None
+        permit = await _place(throttle, call_info, total - (clock() - started))
         observation: Observation | None = None
         try:
             left = total - (clock() - started)
@@ -316,6 +317,23 @@ async def call_with_retries(
         return retried
     shared_budget.record_success(0.0)
     return result
+
+
+async def _place(throttle: Throttle | None, info: CallInfo, left: float) -> Permit | None:
+    """Wait for the throttle, but never past the call's deadline."""
+    if throttle is None:
+        return None
+    try:
+        async with asyncio.timeout(max(0.001, left)):
+            return await throttle.acquire(info.route)
+    except TimeoutError:
+        where = f"{info.method} {info.url}" if info.method and info.url else "The request"
+        error = ThrottleTimeout(
+            f"{where} was not sent: the deadline passed while it waited for the client-side "
+            "throttle. Raise the policy's deadline, or send fewer calls at once."
+        )
+        error.method, error.url, error.request_sent = info.method, info.url, False
+        raise error from None
 
 
 async def _retry_after(

@@ -18,6 +18,7 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   ├── RequestTimeout                408, and every timeout of ours
     │   │   ├── ConnectTimeout            could not connect in time: never sent
     │   │   ├── ReadTimeout               sent, no answer in time: may have been applied
+    │   │   ├── ThrottleTimeout           the deadline passed waiting for our throttle: never sent
     │   │   └── GatewayTimeout            504
     │   ├── Conflict                      409
     │   ├── PayloadTooLarge               413
@@ -105,6 +106,7 @@ __all__ = [
     "ServerError",
     "ServiceUnavailable",
     "TLSError",
+    "ThrottleTimeout",
     "TransportError",
     "URITooLong",
     "URLBuildError",
@@ -427,6 +429,13 @@ class ReadTimeout(RequestTimeout):
     """The request was sent but no answer came in time; it may have been applied."""
 
     reason_name = "read_timeout"
+
+
+class ThrottleTimeout(RequestTimeout):
+    """The call's deadline passed while it waited for the client-side throttle; never sent."""
+
+    certainly_not_applied = True
+    reason_name = "throttle_timeout"
 
 
 class GatewayTimeout(RequestTimeout):

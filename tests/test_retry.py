@@ -640,3 +640,23 @@ async def test_events_reach_plain_stdlib_logging(caplog: pytest.LogCaptureFixtur
     record = caplog.records[0]
     assert ("resilient_canvas", logging.WARNING) == (record.name, record.levelno)
     assert record.getMessage().startswith("event='canvas.retry_scheduled'")
+
+
+async def test_deadline_bounds_the_wait_for_the_throttle() -> None:
+    """A call that cannot get a place before its deadline fails as not sent, promptly."""
+    from resilient_canvas import Observation, Throttle
+
+    throttle = Throttle()  # real clock: its pause really lasts
+    permit = await throttle.acquire()
+    throttle.release(permit, Observation(remaining=0.0, throttled=True))
+    assert throttle.pause_remaining() > 5
+
+    async def never_called() -> str:
+        raise AssertionError("the request must not be sent")
+
+    with pytest.raises(exc.ThrottleTimeout) as raised:
+        await call_with_retries(never_called, throttle=throttle, policy=RetryPolicy(deadline=0.05))
+
+    assert raised.value.request_sent is False
+    assert not raised.value.may_have_been_applied
+    assert "throttle_timeout" == raised.value.attempts.reasons[-1]  # type: ignore[union-attr]
