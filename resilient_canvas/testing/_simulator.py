@@ -7,8 +7,6 @@ docstrings of ``_bucket`` and ``_faults`` say which part does what.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import math
@@ -32,6 +30,7 @@ from resilient_canvas.testing._data import (
     new_enrollment,
 )
 from resilient_canvas.testing._faults import Fault, FaultPicker, FaultSettings
+from resilient_canvas.testing._pagination import bookmark_page, ordinal_page
 from resilient_canvas.testing._params import parse_nested
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -40,9 +39,6 @@ Sleep = Callable[[float], Awaitable[None]]
 
 #: Paths under this prefix control the simulator itself (stats, reset, timeline).
 CONTROL_PREFIX = "/_simulator/"
-DEFAULT_PER_PAGE = 10
-MAX_PER_PAGE = 100
-_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,7 +386,7 @@ class CanvasApp:
         r.add_get("/api/v1/progress/{progress_id}", self._get_progress)
 
     async def _list_courses(self, request: web.Request) -> web.Response:
-        return _ordinal_page(request, list(self.data.courses.values()))
+        return ordinal_page(request, list(self.data.courses.values()))
 
     async def _get_course(self, request: web.Request) -> web.Response:
         course = self.data.courses.get(_int(request.match_info["course_id"]))
@@ -414,7 +410,7 @@ class CanvasApp:
         course_id = _int(request.match_info["course_id"])
         if course_id not in self.data.courses:
             return _not_found()
-        return _bookmark_page(request, self.data.enrollments.get(course_id, []))
+        return bookmark_page(request, self.data.enrollments.get(course_id, []))
 
     async def _create_enrollment(self, request: web.Request) -> web.Response:
         course_id = _int(request.match_info["course_id"])
@@ -448,7 +444,7 @@ class CanvasApp:
         course_id = _int(request.match_info["course_id"])
         if course_id not in self.data.courses:
             return _not_found()
-        return _ordinal_page(request, self.data.assignments.get(course_id, []))
+        return ordinal_page(request, self.data.assignments.get(course_id, []))
 
     async def _create_assignment(self, request: web.Request) -> web.Response:
         course_id = _int(request.match_info["course_id"])
@@ -484,7 +480,7 @@ class CanvasApp:
         submissions = self._submissions(request)
         if submissions is None:
             return _not_found()
-        return _ordinal_page(request, list(submissions.values()))
+        return ordinal_page(request, list(submissions.values()))
 
     async def _grade_submission(self, request: web.Request) -> web.Response:
         submissions = self._submissions(request)
@@ -624,81 +620,6 @@ async def _params(request: web.Request) -> dict[str, Any]:
         form = await request.post()
         params.update(parse_nested((k, v) for k, v in form.items() if isinstance(v, str)))
     return params
-
-
-def _per_page(request: web.Request) -> int:
-    raw = request.query.get("per_page")
-    if raw is None:
-        return DEFAULT_PER_PAGE
-    try:
-        value = int(raw)
-    except ValueError:
-        return 1
-    return min(MAX_PER_PAGE, max(1, value))
-
-
-def _page_url(request: web.Request, page: str, per_page: int) -> str:
-    # Links keep the caller's parameters, drop the token, and put page and
-    # per_page last, as Canvas's Api.build_links does.
-    kept = [
-        (k, v) for k, v in request.query.items() if k not in {"page", "per_page", "access_token"}
-    ]
-    return str(request.url.with_query([*kept, ("page", page), ("per_page", str(per_page))]))
-
-
-def _link_header(request: web.Request, rels: list[tuple[str, str]], per_page: int) -> str:
-    return ",".join(f'<{_page_url(request, page, per_page)}>; rel="{rel}"' for rel, page in rels)
-
-
-def _ordinal_page(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
-    per_page = _per_page(request)
-    try:
-        page = max(1, int(request.query.get("page", "1")))
-    except ValueError:
-        page = 1
-    last = max(1, math.ceil(len(items) / per_page))
-    rels = [("current", str(page))]
-    if page < last:
-        rels.append(("next", str(page + 1)))
-    if page > 1:
-        rels.append(("prev", str(page - 1)))
-    rels += [("first", "1"), ("last", str(last))]
-    chunk = items[(page - 1) * per_page : page * per_page]
-    return web.json_response(chunk, headers={"Link": _link_header(request, rels, per_page)})
-
-
-def _encode_bookmark(last_id: int) -> str:
-    raw = base64.urlsafe_b64encode(json.dumps([last_id]).encode()).decode()
-    return "bookmark:" + raw.rstrip("=")
-
-
-def _decode_bookmark(page: str | None) -> int | None:
-    if not page or not page.startswith("bookmark:"):
-        return None
-    token = page.removeprefix("bookmark:")
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, binascii.Error):
-        return None
-    valid = isinstance(decoded, list) and len(decoded) == 1 and isinstance(decoded[0], int)
-    return decoded[0] if valid else None
-
-
-def _bookmark_page(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
-    per_page = _per_page(request)
-    current = request.query.get("page", "first")
-    after = _decode_bookmark(current)
-    if after is None:
-        # An undecodable bookmark silently starts over, as Canvas does.
-        current, remaining = "first", sorted(items, key=lambda item: item["id"])
-    else:
-        remaining = sorted((i for i in items if i["id"] > after), key=lambda item: item["id"])
-    chunk = remaining[:per_page]
-    rels = [("current", current)]
-    if len(remaining) > per_page:
-        rels.append(("next", _encode_bookmark(chunk[-1]["id"])))
-    rels.append(("first", "first"))
-    return web.json_response(chunk, headers={"Link": _link_header(request, rels, per_page)})
 
 
 def _not_found() -> web.Response:
