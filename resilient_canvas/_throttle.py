@@ -167,7 +167,6 @@ class Throttle:
         self.outflow = self.config.outflow
         self._base = 0.0
         self._base_at = clock()
-        self._in_flight = 0
         self._pending_cost = 0.0
         self._pause_until = 0.0
         self._recovery_cap: float | None = None
@@ -184,6 +183,10 @@ class Throttle:
         self._transit = _MIN_TRANSIT
         self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
         self._changed: asyncio.Future[None] | None = None
+
+    @property
+    def _in_flight(self) -> int:
+        return len(self._active)
 
     def __repr__(self) -> str:
         estimate = self.estimate()
@@ -228,7 +231,6 @@ class Throttle:
             return
         permit.released = True
         self._active.discard(permit)
-        self._in_flight -= 1
         self._pending_cost = max(0.0, self._pending_cost - permit.predicted_cost)
         if observation is None or (observation.remaining is None and not observation.throttled):
             # No quota header: charge the reported cost, else the predicted one.
@@ -358,7 +360,6 @@ class Throttle:
 
     def _admit(self, route: str | None, lease: str | None = None) -> Permit:
         predicted = self._predicted_cost(route)
-        self._in_flight += 1
         self._pending_cost += predicted
         permit = Permit(route, predicted, admitted_at=self._clock(), lease=lease)
         self._active.add(permit)
