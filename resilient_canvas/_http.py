@@ -10,10 +10,10 @@ import datetime as dt
 import email.utils
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from http import HTTPStatus
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 from yarl import URL
 
 #: Longest header value we bother to parse; a longer one is garbage or an attack.
@@ -21,8 +21,6 @@ MAX_HEADER_VALUE_LENGTH = 256
 
 #: Query parameters that carry credentials and must never be logged or shown.
 SECRET_QUERY_KEYS = frozenset({"access_token", "token", "client_secret", "code"})
-
-HeadersLike = Mapping[str, str] | Iterable[tuple[str, str]] | CIMultiDictProxy[str] | None
 
 
 def status_phrase(status: int | None) -> str:

@@ -31,19 +31,6 @@ class Fault(enum.Enum):
     HTML_ERROR = "html_error"
 
 
-#: Faults that are decided before the request reaches Canvas's application.
-BEFORE_APP = frozenset(
-    {
-        Fault.MAINTENANCE,
-        Fault.BAD_GATEWAY,
-        Fault.SERVER_ERROR,
-        Fault.HTML_ERROR,
-        Fault.HANG,
-        Fault.SLOW,
-    }
-)
-
-
 @dataclass(frozen=True, slots=True)
 class FaultSettings:
     """Which faults happen, how often, and to what.
