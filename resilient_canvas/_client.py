@@ -37,6 +37,9 @@ R = TypeVar("R")
 
 API_PREFIX = "/api/v1/"
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
+#: Largest body read by default; a Canvas page of 100 items is a few megabytes at most.
+DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
+_CHUNK = 256 * 1024
 #: Paths whose resolution is remembered per client (bulk jobs repeat a few shapes).
 _RESOLVE_CACHE_SIZE = 4096
 #: A segment that identifies one resource: a number, ``self``, or ``sis_*:``-style id.
@@ -128,6 +131,8 @@ class CanvasClient:
         sleep: How waits pass.
         redis_url: With the shared throttle, keep its state in Redis so that
             every process using this token paces together.
+        max_body_size: Largest response body read, in bytes; a larger one
+            raises ``InvalidResponse`` instead of filling memory.
 
     Raises:
         ValueError: If *base_url* is not an absolute http(s) URL or the token is empty.
@@ -147,12 +152,15 @@ class CanvasClient:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         redis_url: str | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
         base = URL(base_url)
         if not base.is_absolute() or base.scheme not in ("http", "https"):
             raise ValueError(f"base_url must be an absolute http(s) URL, not {base_url!r}.")
         if not access_token:
             raise ValueError("access_token must not be empty.")
+        if max_body_size < 1:
+            raise ValueError(f"max_body_size must be positive, not {max_body_size}.")
         if not 1 <= per_page <= 100:
             raise ValueError(f"per_page must be between 1 and 100, not {per_page}.")
         if base.scheme == "http" and not _is_loopback(base.host):
@@ -175,6 +183,7 @@ class CanvasClient:
             else throttle
         )
         self.per_page = per_page
+        self.max_body_size = max_body_size
         self._timeout = timeout
         self._user_agent = user_agent or "resilient-canvas"
         self._session = session
@@ -452,7 +461,7 @@ class CanvasClient:
                 json=json_body,
                 headers=self._auth,
             ) as response:
-                body = await response.read()
+                body = await _read_body(response, self.max_body_size, method, safe_url)
                 if response.status >= 400:
                     raise classify_response(
                         response.status, response.headers, body, method=method, url=safe_url
@@ -477,6 +486,27 @@ def json_dumps(value: Any) -> bytes:
 
 def _observation(response: CanvasResponse) -> Observation:
     return Observation(remaining=response.rate_limit_remaining, cost=response.request_cost)
+
+
+async def _read_body(response: aiohttp.ClientResponse, limit: int, method: str, url: str) -> bytes:
+    """Read the body, refusing one larger than *limit* instead of filling memory."""
+    declared = response.content_length
+    if declared is not None and declared <= limit:
+        return await response.read()
+    body = bytearray()
+    if declared is None:
+        while chunk := await response.content.read(_CHUNK):
+            body += chunk
+            if len(body) > limit:
+                break
+    if declared is None and len(body) <= limit:
+        return bytes(body)
+    error = InvalidResponse(
+        f"{method} {url} answered with a body larger than {limit:,} bytes; it was not read. "
+        "Raise max_body_size if this is expected."
+    )
+    error.method, error.url, error.request_sent = method, url, True
+    raise error
 
 
 def _decode(response: aiohttp.ClientResponse, body: bytes, method: str, url: str) -> CanvasResponse:

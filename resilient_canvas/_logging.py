@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from resilient_canvas._http import format_traceback
 from resilient_canvas.exceptions import CanvasException
 
 RETRY_SCHEDULED = "canvas.retry_scheduled"
@@ -43,11 +44,15 @@ def retry_scheduled(**fields: Any) -> None:
 
 
 def request_failed(error: CanvasException, **fields: Any) -> None:
-    """Log a call's final failure: quiet errors without a traceback, others with it at error."""
+    """Log a call's final failure: quiet errors without a traceback, others with it at error.
+
+    The traceback goes as redacted text (``exception``), never as the exception
+    object, whose frames hold the request headers.
+    """
     if error.quiet:
         logger.warning(REQUEST_FAILED, **fields)
     else:
-        logger.error(REQUEST_FAILED, exc_info=error, **fields)
+        logger.error(REQUEST_FAILED, exception=format_traceback(error), **fields)
 
 
 def throttle_paused(**fields: Any) -> None:

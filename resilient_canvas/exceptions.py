@@ -913,7 +913,13 @@ def from_aiohttp_error(
     if target_cls is None:
         return None
     safe_url = redact_url(str(url)) if url is not None else None
-    if isinstance(error, aiohttp.ClientResponseError) and target_cls is HTTPException:
+    if isinstance(error, aiohttp.ClientResponseError) and isinstance(
+        error.__cause__, aiohttp.http_exceptions.HttpProcessingError
+    ):
+        # aiohttp reports an answer it could not parse (garbage, a bad status
+        # line, oversized headers) as a 400 of its own: no server said 400.
+        target_cls = InvalidResponse
+    elif isinstance(error, aiohttp.ClientResponseError) and target_cls is HTTPException:
         return classify_response(
             error.status, error.headers, error.message, method=method, url=safe_url
         )
@@ -940,6 +946,8 @@ def _error_detail(error: BaseException) -> str:
     text = str(error).strip()
     if isinstance(error, aiohttp.ClientConnectorError):
         text = str(error.os_error) or text
+    elif isinstance(error, aiohttp.ClientResponseError):
+        text = error.message or text
     if text.startswith(("http://", "https://")):
         text = redact_url(text) or text
     return (text or type(error).__name__)[:_MAX_DETAIL_CHARS]

@@ -325,6 +325,8 @@ async def hostile() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         }
         if kind == "redirect":
             raise web.HTTPFound(request.query["to"])
+        if kind == "redirect_loop":
+            raise web.HTTPFound(request.path)
         return web.json_response([{"id": 1}], headers={"Link": links[kind]})
 
     app = web.Application()
@@ -498,3 +500,56 @@ async def test_large_listing_with_the_default_data(sim: CanvasSimulator) -> None
             count = sum([1 async for _ in client.paginate("courses/101/enrollments")])
 
     assert 451 == count
+
+
+RAW_ANSWERS = {
+    "oversized header": b"HTTP/1.1 200 OK\r\nX-Junk: " + b"a" * 20_000
+    + b"\r\nContent-Length: 2\r\n\r\n{}",
+    "not HTTP at all": b"\x00\x01\x02 garbage\r\n\r\n",
+    "bad status line": b"HTTP/1.1 abc Nope\r\nContent-Length: 0\r\n\r\n",
+    "body shorter than declared": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 100\r\n\r\n{}",
+    "declared body too large": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 5000\r\n\r\n" + b" " * 5000,
+    "chunked body too large": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"".join(b"400\r\n" + b" " * 1024 + b"\r\n" for _ in range(5)) + b"0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("answer", sorted(RAW_ANSWERS))
+async def test_hostile_raw_answers_are_invalid_responses(answer: str) -> None:
+    """Unparseable or oversized answers are InvalidResponse, never a fake 400 or a crash."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(RAW_ANSWERS[answer])
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, CanvasClient(f"http://127.0.0.1:{port}", "tok", throttle=None,
+                                    policy=RetryPolicy(attempts=1),
+                                    max_body_size=2048) as client:
+        with pytest.raises(exc.InvalidResponse) as raised:
+            await client.get("x")
+
+    assert raised.value.may_have_been_applied
+
+
+async def test_token_absent_from_rendered_tracebacks(
+    hostile: tuple[str, list[dict[str, str]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under structlog's default renderer (which shows frame locals) no token is printed."""
+    import structlog
+
+    structlog.reset_defaults()
+    url, _ = hostile
+    async with CanvasClient(url, "SECRET-TOKEN-123", throttle=None,
+                            policy=RetryPolicy(attempts=1)) as client:
+        with pytest.raises(exc.InvalidResponse):
+            await client.get("redirect_loop")
+
+    printed = capsys.readouterr()
+    assert "TooManyRedirects" in printed.out + printed.err
+    assert "SECRET-TOKEN-123" not in printed.out + printed.err

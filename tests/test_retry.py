@@ -529,14 +529,16 @@ async def test_retry_and_failure_events_are_structured() -> None:
 
 
 async def test_loud_errors_are_logged_with_traceback_at_error() -> None:
-    """A non-quiet failure (500) is logged at error level with its exception."""
+    """A non-quiet failure (500) is logged at error level with its traceback as text."""
     clock = FakeClock()
     error = classify_response(500, {}, b"{}", method="GET", url="https://c.test/x")
 
     with capture_logs() as logs, pytest.raises(exc.ServerError):
         await decorated(Failing(error), clock)()
 
-    assert ("error", error) == (logs[0]["log_level"], logs[0]["exc_info"])
+    assert "error" == logs[0]["log_level"]
+    assert "exc_info" not in logs[0]
+    assert "resilient_canvas.exceptions.ServerError" in logs[0]["exception"]
 
 
 async def test_token_never_logged(sim_and_clock: tuple[CanvasSimulator, FakeClock]) -> None:
