@@ -503,7 +503,8 @@ async def test_large_listing_with_the_default_data(sim: CanvasSimulator) -> None
 
 
 RAW_ANSWERS = {
-    "oversized header": b"HTTP/1.1 200 OK\r\nX-Junk: " + b"a" * 20_000
+    "oversized header": b"HTTP/1.1 200 OK\r\nX-Junk: "
+    + b"a" * 20_000
     + b"\r\nContent-Length: 2\r\n\r\n{}",
     "not HTTP at all": b"\x00\x01\x02 garbage\r\n\r\n",
     "bad status line": b"HTTP/1.1 abc Nope\r\nContent-Length: 0\r\n\r\n",
@@ -512,7 +513,8 @@ RAW_ANSWERS = {
     "declared body too large": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
     b"Content-Length: 5000\r\n\r\n" + b" " * 5000,
     "chunked body too large": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-    + b"".join(b"400\r\n" + b" " * 1024 + b"\r\n" for _ in range(5)) + b"0\r\n\r\n",
+    + b"".join(b"400\r\n" + b" " * 1024 + b"\r\n" for _ in range(5))
+    + b"0\r\n\r\n",
 }
 
 
@@ -528,9 +530,16 @@ async def test_hostile_raw_answers_are_invalid_responses(answer: str) -> None:
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    async with server, CanvasClient(f"http://127.0.0.1:{port}", "tok", throttle=None,
-                                    policy=RetryPolicy(attempts=1),
-                                    max_body_size=2048) as client:
+    async with (
+        server,
+        CanvasClient(
+            f"http://127.0.0.1:{port}",
+            "tok",
+            throttle=None,
+            policy=RetryPolicy(attempts=1),
+            max_body_size=2048,
+        ) as client,
+    ):
         with pytest.raises(exc.InvalidResponse) as raised:
             await client.get("x")
 
@@ -545,8 +554,9 @@ async def test_token_absent_from_rendered_tracebacks(
 
     structlog.reset_defaults()
     url, _ = hostile
-    async with CanvasClient(url, "SECRET-TOKEN-123", throttle=None,
-                            policy=RetryPolicy(attempts=1)) as client:
+    async with CanvasClient(
+        url, "SECRET-TOKEN-123", throttle=None, policy=RetryPolicy(attempts=1)
+    ) as client:
         with pytest.raises(exc.InvalidResponse):
             await client.get("redirect_loop")
 
