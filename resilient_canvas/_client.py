@@ -11,7 +11,7 @@ import json
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -30,7 +30,12 @@ from resilient_canvas._http import (
 from resilient_canvas._policy import RetryPolicy
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
 from resilient_canvas._throttle import Observation, Throttle, throttle_for
-from resilient_canvas.exceptions import InvalidResponse, classify_response
+from resilient_canvas.exceptions import (
+    InvalidResponse,
+    ProgressFailed,
+    RequestTimeout,
+    classify_response,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -386,6 +391,54 @@ class CanvasClient:
         """
         limit = concurrency or (self.throttle.config.max_in_flight if self.throttle else 16)
         return await run_bulk(func, items, concurrency=limit, on_progress=on_progress)
+
+    async def wait_for_progress(
+        self,
+        progress: Mapping[str, Any] | int | str,
+        *,
+        poll_every: float = 1.0,
+        within: float = 600.0,
+    ) -> dict[str, Any]:
+        """Poll a Canvas ``Progress`` (from ``update_grades`` and friends) until it ends.
+
+        Args:
+            progress: The Progress object a call returned, or its id.
+            poll_every: Seconds between polls (each poll is retried as usual).
+            within: Seconds to wait for the job in all, on the client's clock.
+
+        Returns:
+            The final Progress, ``workflow_state == "completed"``.
+
+        Raises:
+            ProgressFailed: The job ended in ``failed``; its message is kept.
+            RequestTimeout: The job had not ended within *within* seconds; it
+                may still complete.
+        """
+        if poll_every <= 0 or within <= 0:
+            raise ValueError("poll_every and within must be positive.")
+        progress_id = progress.get("id") if isinstance(progress, Mapping) else progress
+        if progress_id is None:
+            raise ValueError("A Progress object needs an 'id'.")
+        started = self._clock()
+        while True:
+            state = await self.get(f"progress/{progress_id}")
+            workflow = state.get("workflow_state") if isinstance(state, Mapping) else None
+            if workflow == "completed":
+                return dict(state)
+            if workflow == "failed":
+                error = ProgressFailed(
+                    f"Canvas job {progress_id} failed: {state.get('message') or 'no message'}.",
+                    context={"progress_id": progress_id},
+                )
+                error.extra["progress"] = dict(state)
+                raise error
+            if self._clock() - started + poll_every > within:
+                raise RequestTimeout(
+                    f"Canvas job {progress_id} had not finished within {within:g} s "
+                    f"(last state: {workflow}); it may still complete.",
+                    context={"progress_id": progress_id},
+                )
+            await self._sleep(poll_every)
 
     # ---------------------------------------------------------------- internals
 

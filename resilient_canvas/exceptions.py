@@ -36,6 +36,7 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   ├── TLSError                      no trusted TLS connection: never sent, not transient
     │   ├── ConnectionDropped             connection lost after sending: may have been applied
     │   └── InvalidResponse               an answer we cannot read (truncated, not JSON, loops)
+    ├── ProgressFailed                    a Canvas background job (Progress) failed
     └── RequiredFieldMissing              a required argument is missing (raised before sending)
 
 Each instance carries what a caller needs without reparsing: ``status_code``,
@@ -97,6 +98,7 @@ __all__ = [
     "MethodNotSupported",
     "NotFound",
     "PayloadTooLarge",
+    "ProgressFailed",
     "RangeNotSatisfiable",
     "RateLimitExceeded",
     "ReadTimeout",
@@ -595,6 +597,12 @@ class InvalidResponse(TransportError):
 
     transient = True
     reason_name = "invalid_response"
+
+
+class ProgressFailed(CanvasException):
+    """A Canvas background job (a ``Progress``) ended in ``failed``."""
+
+    reason_name = "progress_failed"
 
 
 class RequiredFieldMissing(CanvasException):

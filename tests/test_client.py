@@ -563,3 +563,44 @@ async def test_token_absent_from_rendered_tracebacks(
     printed = capsys.readouterr()
     assert "TooManyRedirects" in printed.out + printed.err
     assert "SECRET-TOKEN-123" not in printed.out + printed.err
+
+
+async def test_wait_for_progress_completes(canvas: CanvasClient, sim: CanvasSimulator) -> None:
+    """update_grades returns a Progress; waiting polls it to completion and grades apply."""
+    progress = await canvas.post(
+        "courses/101/assignments/101001/submissions/update_grades",
+        data={"grade_data": {"101": {"posted_grade": "5"}}},
+    )
+
+    final = await canvas.wait_for_progress(progress, poll_every=2.0)
+
+    assert ("completed", 100) == (final["workflow_state"], final["completion"])
+    assert 5.0 == sim.data.submissions[(101, 101001)][101]["score"]
+
+
+async def test_wait_for_progress_raises_when_the_job_fails(canvas: CanvasClient) -> None:
+    """A failed job is a ProgressFailed carrying Canvas's message."""
+    progress = await canvas.post(
+        "courses/101/assignments/101001/submissions/update_grades",
+        data={"grade_data": {"999999": {"posted_grade": "5"}}},
+    )
+
+    with pytest.raises(exc.ProgressFailed, match="Could not grade 999999") as raised:
+        await canvas.wait_for_progress(progress["id"])
+
+    assert progress["id"] == raised.value.context["progress_id"]
+
+
+async def test_wait_for_progress_gives_up_within_its_limit(sim: CanvasSimulator) -> None:
+    """A job still running when the limit comes is a RequestTimeout, on the injected clock."""
+    clock = FakeClock()
+    async with CanvasClient(sim.base_url, sim.token, clock=clock, sleep=clock.sleep) as client:
+        progress = await client.post(
+            "courses/101/assignments/101001/submissions/update_grades",
+            data={"grade_data": {"101": {"posted_grade": "5"}}},
+        )
+        with pytest.raises(exc.RequestTimeout, match=r"within 0\.5 s \(last state: running\)"):
+            await client.wait_for_progress(progress, poll_every=1.0, within=0.5)
+
+    # The next poll would have come after the limit, so it never slept past it.
+    assert [] == clock.sleeps
