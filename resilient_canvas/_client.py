@@ -27,7 +27,7 @@ from resilient_canvas._http import (
     redact_url,
     token_fingerprint,
 )
-from resilient_canvas._policy import RetryPolicy
+from resilient_canvas._policy import RetryBudget, RetryPolicy
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
 from resilient_canvas._throttle import Observation, Throttle, throttle_for
 from resilient_canvas.exceptions import (
@@ -182,11 +182,15 @@ class CanvasClient:
         self._auth = {"Authorization": f"Bearer {access_token}"}
         self.fingerprint = token_fingerprint(access_token)
         self.policy = policy or RetryPolicy()
+        budget = RetryBudget(self.policy.budget)
         self.throttle = (
-            throttle_for(base, access_token, redis_url=redis_url)
+            throttle_for(base, access_token, redis_url=redis_url, budget=budget)
             if throttle == "shared"
             else throttle
         )
+        #: Shared by every call of this client (the throttle's, when there is one),
+        #: so an outage cannot turn into a retry storm.
+        self.budget = self.throttle.budget if self.throttle else budget
         self.per_page = per_page
         self.max_body_size = max_body_size
         self._timeout = timeout
@@ -525,6 +529,7 @@ class CanvasClient:
             attempt,
             policy=self.policy,
             throttle=self.throttle,
+            budget=self.budget,
             info=info,
             observe=_observation,
             clock=self._clock,

@@ -37,6 +37,32 @@ def seconds(value: Seconds) -> float:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetSettings:
+    """Parameters of a :class:`RetryBudget` (botocore's standard-mode numbers).
+
+    Attributes:
+        capacity: Tokens when full.
+        retry_cost: Tokens a retry spends.
+        timeout_retry_cost: Tokens a retry after a timeout spends.
+        throttle_retry_cost: Tokens a retry after a throttle spends. Zero by
+            default: throttles are paced by the throttle, not an outage.
+        success_refund: Tokens a success returns when it needed no retry.
+    """
+
+    capacity: float = 500.0
+    retry_cost: float = 5.0
+    timeout_retry_cost: float = 10.0
+    throttle_retry_cost: float = 0.0
+    success_refund: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.capacity <= 0:
+            raise ValueError("capacity must be positive.")
+        if min(self.retry_cost, self.timeout_retry_cost, self.throttle_retry_cost) < 0:
+            raise ValueError("Retry costs must not be negative.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     """How a call is retried.
 
@@ -53,6 +79,9 @@ class RetryPolicy:
         retry_on: Exception classes that may be retried (their subclasses too).
             Whether a failure that may have been applied is retried still
             depends on the method (see ``idempotent``).
+        budget: Settings of the retry budget created for calls under this
+            policy (one per client, throttle or decorated function: the
+            budget is shared state, the policy only configures it).
     """
 
     attempts: int = 10
@@ -62,6 +91,7 @@ class RetryPolicy:
     attempt_timeout: Seconds = 30.0
     max_wait: Seconds = 60.0
     retry_on: tuple[type[CanvasException], ...] = field(default=DEFAULT_RETRY_ON)
+    budget: BudgetSettings = BudgetSettings()
 
     def __post_init__(self) -> None:
         # Zero or negative times would turn every call into an instant failure
@@ -92,32 +122,6 @@ class RetryPolicy:
         if idempotent is not None:
             return idempotent
         return method is not None and method.upper() in IDEMPOTENT_METHODS
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BudgetSettings:
-    """Parameters of a :class:`RetryBudget` (botocore's standard-mode numbers).
-
-    Attributes:
-        capacity: Tokens when full.
-        retry_cost: Tokens a retry spends.
-        timeout_retry_cost: Tokens a retry after a timeout spends.
-        throttle_retry_cost: Tokens a retry after a throttle spends. Zero by
-            default: throttles are paced by the throttle, not an outage.
-        success_refund: Tokens a success returns when it needed no retry.
-    """
-
-    capacity: float = 500.0
-    retry_cost: float = 5.0
-    timeout_retry_cost: float = 10.0
-    throttle_retry_cost: float = 0.0
-    success_refund: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.capacity <= 0:
-            raise ValueError("capacity must be positive.")
-        if min(self.retry_cost, self.timeout_retry_cost, self.throttle_retry_cost) < 0:
-            raise ValueError("Retry costs must not be negative.")
 
 
 class RetryBudget:

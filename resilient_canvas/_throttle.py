@@ -489,12 +489,14 @@ def throttle_for(
     *,
     config: ThrottleConfig | None = None,
     redis_url: str | None = None,
+    budget: RetryBudget | None = None,
 ) -> Throttle:
     """Return the process-wide throttle for one token on one Canvas, creating it once.
 
     The key is the origin and a hash of the token, never the token itself.
     With *redis_url*, the throttle's state is shared through Redis with every
-    process using the same token on the same Canvas.
+    process using the same token on the same Canvas. *budget* is used only
+    when the throttle is created here.
     """
     from yarl import URL
 
@@ -504,11 +506,11 @@ def throttle_for(
     if throttle is None:
         name = f"{origin}#{fingerprint}"
         if redis_url is None:
-            throttle = Throttle(config, name=name)
+            throttle = Throttle(config, name=name, budget=budget)
         else:
             from resilient_canvas._redis_throttle import RedisThrottle
 
-            throttle = RedisThrottle(redis_url, name, config=config)
+            throttle = RedisThrottle(redis_url, name, config=config, budget=budget)
         _REGISTRY[key] = throttle
     return throttle
 

@@ -604,3 +604,28 @@ async def test_wait_for_progress_gives_up_within_its_limit(sim: CanvasSimulator)
 
     # The next poll would have come after the limit, so it never slept past it.
     assert [] == clock.sleeps
+
+
+async def test_client_without_throttle_shares_one_retry_budget() -> None:
+    """Every call of a client draws on one budget: an outage stops being retried."""
+    from resilient_canvas import BudgetSettings
+    from resilient_canvas.testing import FaultSettings
+
+    clock = FakeClock()
+    policy = RetryPolicy(budget=BudgetSettings(capacity=10, retry_cost=5))
+    outage = SimulatorSettings(faults=FaultSettings(rates={Fault.MAINTENANCE: 1.0}))
+    async with CanvasSimulator(outage) as sim:
+        async with CanvasClient(
+            sim.base_url, sim.token, throttle=None, policy=policy, clock=clock, sleep=clock.sleep
+        ) as client:
+            with pytest.raises(exc.ServiceUnavailable) as first:
+                await client.get("courses/101")
+            with pytest.raises(exc.ServiceUnavailable) as second:
+                await client.get("courses/101")
+
+    assert (3, "retry_budget_exhausted") == (
+        first.value.attempts.count,  # type: ignore[union-attr]
+        first.value.attempts.gave_up_because,
+    )  # type: ignore[union-attr]
+    assert 1 == second.value.attempts.count  # type: ignore[union-attr]
+    assert 4 == sim.stats.requests
