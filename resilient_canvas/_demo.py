@@ -173,18 +173,23 @@ async def paced_job(
     return report
 
 
-def _status(
-    canvas: CanvasClient, counter: EventCounter, in_flight: int, left: int
-) -> dict[str, Any]:
-    """The progress line's fields: what the throttle believes and what happened so far."""
+def _status(canvas: CanvasClient, counter: EventCounter, started: int, left: int) -> dict[str, Any]:
+    """The progress line's fields: what the throttle believes and what happened so far.
+
+    *started* counts calls begun and not finished; those not yet sent are
+    waiting for the throttle.
+    """
     throttle = canvas.throttle
+    estimate = throttle.estimate() if throttle else None
+    sent = estimate.in_flight if estimate else started
     eta = "…"
     if throttle is not None and throttle.route_cost(GRADE_ROUTE_KEY) is not None:
         # The bucket's estimate from the learned cost of grading: a lower bound.
         eta = f"{throttle.eta(left, GRADE_ROUTE_KEY):.0f}s"
     return {
-        "in_flight": in_flight,
-        "quota": f"{throttle.estimate().remaining:.0f}" if throttle else "-",
+        "sent": sent,
+        "waiting": max(0, started - sent),
+        "quota": f"{estimate.remaining:.0f}" if estimate else "-",
         "retries": sum(counter.retries.values()),
         "pauses": counter.pauses,
         "eta": eta,
@@ -295,7 +300,8 @@ async def run_demo(options: DemoOptions, counter: EventCounter, console: Console
             BarColumn(bar_width=16),
             MofNCompleteColumn(),
             TextColumn(
-                "in flight {task.fields[in_flight]:>2} · quota {task.fields[quota]:>4}"
+                "at Canvas {task.fields[sent]:>2} · queued {task.fields[waiting]:>2}"
+                " · quota {task.fields[quota]:>4}"
                 " · retries {task.fields[retries]:>3} · pauses {task.fields[pauses]}"
                 " · ETA {task.fields[eta]:>4}"
             ),
