@@ -294,7 +294,7 @@ class CanvasClient:
 
     async def get(self, path: str | URL, *, params: Params | None = None) -> Any:
         """GET *path* and return its decoded JSON."""
-        return (await self.request("GET", path, params=params)).data
+        return (await self._send("GET", self._resolve(path), params, None, None, None)).data
 
     async def post(
         self,
@@ -339,7 +339,7 @@ class CanvasClient:
 
     async def delete(self, path: str | URL, *, params: Params | None = None) -> Any:
         """DELETE and return the decoded JSON."""
-        return (await self.request("DELETE", path, params=params)).data
+        return (await self._send("DELETE", self._resolve(path), params, None, None, None)).data
 
     async def paginate(
         self, path: str | URL, *, params: Params | None = None, per_page: int | None = None

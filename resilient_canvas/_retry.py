@@ -275,7 +275,10 @@ async def call_with_retries(
     per_attempt = seconds(resolved.attempt_timeout)
 
     async def one_attempt() -> T:
-        permit = await _place(throttle, call_info, total - (clock() - started))
+        # A free place is taken inline; only a wait needs the deadline-bounded path.
+        permit = throttle.try_acquire(call_info.route) if throttle else None
+        if permit is None and throttle is not None:
+            permit = await _place(throttle, call_info, total - (clock() - started))
         observation: Observation | None = None
         try:
             left = total - (clock() - started)
@@ -319,10 +322,8 @@ async def call_with_retries(
     return result
 
 
-async def _place(throttle: Throttle | None, info: CallInfo, left: float) -> Permit | None:
+async def _place(throttle: Throttle, info: CallInfo, left: float) -> Permit:
     """Wait for the throttle, but never past the call's deadline."""
-    if throttle is None:
-        return None
     try:
         async with asyncio.timeout(max(0.001, left)):
             return await throttle.acquire(info.route)

@@ -207,8 +207,9 @@ class Throttle:
         Returns:
             A permit to pass to :meth:`release` when the response has arrived.
         """
-        if not self._queue and self._admissible_now(route):
-            return self._admit(route)
+        permit = self.try_acquire(route)
+        if permit is not None:
+            return permit
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(turn)
         if self._queue[0] is turn:
@@ -221,6 +222,12 @@ class Throttle:
             raise
         self._leave_queue(turn)
         return self._admit(route, lease)
+
+    def try_acquire(self, route: str | None = None) -> Permit | None:
+        """Take a place at once if one is free and nobody is waiting; else None."""
+        if not self._queue and self._admissible_now(route):
+            return self._admit(route)
+        return None
 
     def release(self, permit: Permit, observation: Observation | None = None) -> None:
         """Give a place back and learn from the response, if there was one.
