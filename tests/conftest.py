@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from resilient_canvas._config import set_testing
+from resilient_canvas.testing import CanvasSimulator, FakeClock
 
 
 @pytest.fixture(autouse=True)
@@ -15,3 +16,11 @@ def _reset_testing_mode() -> Iterator[None]:
     set_testing(False)
     yield
     set_testing(False)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[CanvasSimulator]:
+    """A running simulator on a virtual clock (waits pass instantly)."""
+    clock = FakeClock()
+    async with CanvasSimulator(clock=clock, sleep=clock.sleep) as simulator:
+        yield simulator

@@ -44,14 +44,6 @@ def _fresh_throttles() -> None:
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[CanvasSimulator]:
-    """A simulator on a virtual clock."""
-    clock = FakeClock()
-    async with CanvasSimulator(clock=clock, sleep=clock.sleep) as simulator:
-        yield simulator
-
-
-@pytest.fixture
 async def canvas(sim: CanvasSimulator) -> AsyncIterator[CanvasClient]:
     """A client of the simulator whose waits pass instantly."""
     clock = FakeClock()

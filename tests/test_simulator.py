@@ -37,14 +37,6 @@ class Gate:
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[CanvasSimulator]:
-    """A default simulator on a frozen virtual clock."""
-    clock = FakeClock()
-    async with CanvasSimulator(clock=clock, sleep=clock.sleep) as simulator:
-        yield simulator
-
-
-@pytest.fixture
 async def http(sim: CanvasSimulator) -> AsyncIterator[aiohttp.ClientSession]:
     """A plain aiohttp session authorised with the simulator's token."""
     headers = {"Authorization": f"Bearer {sim.token}"}
