@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import hashlib
 import ipaddress
 import json
@@ -45,10 +44,12 @@ DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
 #: Largest body read by default; a Canvas page of 100 items is a few megabytes at most.
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 _CHUNK = 256 * 1024
-#: Paths whose resolution is remembered per client (bulk jobs repeat a few shapes).
-_RESOLVE_CACHE_SIZE = 4096
+#: Paths whose resolution is remembered per client: enough for the few paths a
+#: script repeats (a listing, a progress poll), small enough to stay flat when a
+#: bulk job touches a new path per student.
+_RESOLVE_CACHE_SIZE = 256
 #: A segment that identifies one resource: a number, ``self``, or ``sis_*:``-style id.
-_ID_SEGMENT = re.compile(r"^(\d+|self|[a-z_]+:.+)$")
+_ID_SEGMENT = re.compile(r"(?<=/)(?:\d+|self|[a-z_]+:[^/]+)(?=/|$)")
 
 
 class InsecureURLWarning(UserWarning):
@@ -91,10 +92,9 @@ class CanvasResponse:
         return self.links.get("next")
 
 
-@functools.lru_cache(maxsize=4096)
 def route_template(path: str) -> str:
     """Return the route of *path* with ids replaced: ``/api/v1/courses/:id/enrollments``."""
-    return "/".join(":id" if _ID_SEGMENT.match(part) else part for part in path.split("/"))
+    return _ID_SEGMENT.sub(":id", path)
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import functools
 import hashlib
 import math
 import re
@@ -105,7 +104,6 @@ def _looks_numeric(text: str) -> bool:
     return text[0].isdigit() or text[0] in "+-."
 
 
-@functools.lru_cache(maxsize=4096)
 def redact_url(url: str | URL | None) -> str | None:
     """Return *url* as text with credentials removed (query secrets, userinfo)."""
     if url is None:
