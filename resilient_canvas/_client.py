@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import hashlib
 import ipaddress
 import json
 import re
@@ -306,10 +305,8 @@ class CanvasClient:
         idempotent: bool | None = None,
     ) -> Any:
         """POST and return the decoded JSON. Not repeated after a possibly applied failure."""
-        response = await self.request(
-            "POST", path, params=params, data=data, json=json, idempotent=idempotent
-        )
-        return response.data
+        url = self._resolve(path)
+        return (await self._send("POST", url, params, data, json, idempotent)).data
 
     async def put(
         self,
@@ -320,7 +317,7 @@ class CanvasClient:
         json: Any = None,
     ) -> Any:
         """PUT and return the decoded JSON."""
-        return (await self.request("PUT", path, params=params, data=data, json=json)).data
+        return (await self._send("PUT", self._resolve(path), params, data, json, None)).data
 
     async def patch(
         self,
@@ -332,10 +329,8 @@ class CanvasClient:
         idempotent: bool | None = None,
     ) -> Any:
         """PATCH and return the decoded JSON."""
-        response = await self.request(
-            "PATCH", path, params=params, data=data, json=json, idempotent=idempotent
-        )
-        return response.data
+        url = self._resolve(path)
+        return (await self._send("PATCH", url, params, data, json, idempotent)).data
 
     async def delete(self, path: str | URL, *, params: Params | None = None) -> Any:
         """DELETE and return the decoded JSON."""
@@ -360,19 +355,19 @@ class CanvasClient:
         first = True
         # Hashes, not URLs: a listing of 100,000 pages keeps a few MB at most.
         visited: set[int] = set()
-        previous_digest: bytes | None = None
+        previous: list[Any] = []
         while url is not None:
             response = await self._send("GET", url, query if first else None, None, None, None)
             first = False
             visited.add(hash(str(url)))
             items = _page_items(response.data)
-            digest = hashlib.sha256(json_dumps(items)).digest() if items else None
-            if digest is not None and digest == previous_digest:
+            # Comparing with the previous page usually decides on its first item.
+            if items and items == previous:
                 raise InvalidResponse(
                     f"Canvas served the same page twice at {redact_url(url)}; stopping "
                     "instead of looping forever."
                 )
-            previous_digest = digest
+            previous = items
             for item in items:
                 yield item
             url = self._next_page(response, visited)
@@ -535,11 +530,6 @@ class CanvasClient:
             clock=self._clock,
             sleep=self._sleep,
         )
-
-
-def json_dumps(value: Any) -> bytes:
-    """Canonical JSON bytes, for comparing pages."""
-    return json.dumps(value, sort_keys=True, default=str).encode()
 
 
 def _observation(response: CanvasResponse) -> Observation:

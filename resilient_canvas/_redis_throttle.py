@@ -251,16 +251,8 @@ class RedisThrottle(Throttle):
             if int(admitted) == 1:
                 return lease
             wait = float(value)
-            await self._wait_a_little(_POLL_S if wait < 0 else min(wait, 1.0))
-
-    async def _wait_a_little(self, seconds: float) -> None:
-        # A local release wakes us early; another process's release needs a poll.
-        self._changed = changed = asyncio.get_running_loop().create_future()
-        sleeper = asyncio.ensure_future(self._sleep(max(seconds, _POLL_S)))
-        try:
-            await asyncio.wait({changed, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
+            # A local release wakes us early; another process's release needs a poll.
+            await self._wait_for_change(_POLL_S if wait < 0 else max(_POLL_S, min(wait, 1.0)))
 
     async def _settle(self, lease: str, observation: Observation | None) -> None:
         remaining = observation.remaining if observation else None

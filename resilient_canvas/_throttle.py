@@ -351,19 +351,22 @@ class Throttle:
         return None
 
     async def _wait_until_admissible(self, route: str | None) -> None:
-        loop = asyncio.get_running_loop()
         while (delay := self._delay(route)) > 0:
-            self._changed = changed = loop.create_future()
-            waiters: set[asyncio.Future[Any]] = {changed}
-            sleeper = None
-            if math.isfinite(delay) and not is_testing():
-                sleeper = asyncio.ensure_future(self._sleep(delay))
-                waiters.add(sleeper)
-            try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if sleeper is not None:
-                    sleeper.cancel()
+            await self._wait_for_change(None if is_testing() else delay)
+
+    async def _wait_for_change(self, seconds: float | None) -> None:
+        """Wait until a place is released here, or *seconds* pass (None or inf: no timer)."""
+        self._changed = changed = asyncio.get_running_loop().create_future()
+        waiters: set[asyncio.Future[Any]] = {changed}
+        sleeper = None
+        if seconds is not None and math.isfinite(seconds):
+            sleeper = asyncio.ensure_future(self._sleep(seconds))
+            waiters.add(sleeper)
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if sleeper is not None:
+                sleeper.cancel()
 
     def _admit(self, route: str | None, lease: str | None = None) -> Permit:
         predicted = self._predicted_cost(route)

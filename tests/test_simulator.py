@@ -397,11 +397,13 @@ async def test_update_grades_progress_moves_to_completed(http: aiohttp.ClientSes
 
 
 async def test_data_is_deterministic_for_a_seed() -> None:
-    """Equal seeds give equal data."""
+    """Equal seeds give equal data; another seed gives other data."""
     first = CanvasSimulator(data=DataSettings(seed=5))
     second = CanvasSimulator(data=DataSettings(seed=5))
+    other = CanvasSimulator(data=DataSettings(seed=6))
 
     assert first.data.users == second.data.users
+    assert first.data.users != other.data.users
 
 
 # -------------------------------------------------------------------- faults

@@ -108,8 +108,8 @@ async def test_cancelled_waiter_frees_its_place() -> None:
     assert 0 == len(throttle._queue)
 
 
-async def test_throttle_pauses_everyone_once_and_halves_concurrency() -> None:
-    """A throttled response sets one shared pause from the model and halves the limit."""
+async def test_throttle_with_a_low_base_halves_concurrency_without_pausing() -> None:
+    """Throttled by reservations alone: no pause (they free themselves); the limit halves."""
     clock = FakeClock()
     throttle = make(clock, margin=10.0)
     await settle(throttle, 600.0)
