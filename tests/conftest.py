@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from resilient_canvas._config import set_testing
-from resilient_canvas.testing import CanvasSimulator, FakeClock
+from resilient_canvas.testing import CanvasSimulator, FakeClock, SimulatorSettings
 
 
 @pytest.fixture(autouse=True)
@@ -20,7 +20,9 @@ def _reset_testing_mode() -> Iterator[None]:
 
 @pytest.fixture
 async def sim() -> AsyncIterator[CanvasSimulator]:
-    """A running simulator on a virtual clock (waits pass instantly)."""
+    """A running instant simulator on a virtual clock (waits pass instantly)."""
     clock = FakeClock()
-    async with CanvasSimulator(clock=clock, sleep=clock.sleep) as simulator:
+    async with CanvasSimulator(
+        SimulatorSettings.instant(), clock=clock, sleep=clock.sleep
+    ) as simulator:
         yield simulator

@@ -46,7 +46,7 @@ async def cli(*args: str, env: dict[str, str] | None = None) -> Run:
 @pytest.fixture
 async def sim() -> AsyncIterator[CanvasSimulator]:
     """A running simulator."""
-    async with CanvasSimulator() as simulator:
+    async with CanvasSimulator(SimulatorSettings.instant()) as simulator:
         yield simulator
 
 
@@ -201,7 +201,7 @@ async def test_usage_errors_exit_2(args: list[str], env: dict[str, str], says: s
 async def test_json_log_format_writes_json_events() -> None:
     """--log-format json writes one JSON event per line on stderr, stdout stays JSON."""
     faults = FaultSettings(schedule={1: Fault.MAINTENANCE})
-    async with CanvasSimulator(SimulatorSettings(faults=faults)) as sim:
+    async with CanvasSimulator(SimulatorSettings.instant(faults=faults)) as sim:
         run = await cli("--log-format", "json", "api", "GET", "courses/101", env=canvas_env(sim))
 
     events = [json.loads(line) for line in run.stderr.splitlines()]

@@ -487,7 +487,9 @@ async def test_clients_of_one_token_share_a_throttle(sim: CanvasSimulator) -> No
 
 async def test_large_listing_with_the_default_data(sim: CanvasSimulator) -> None:
     """A bigger seeded institution paginates completely."""
-    async with CanvasSimulator(data=DataSettings(courses=1, students_per_course=450)) as big:
+    async with CanvasSimulator(
+        SimulatorSettings.instant(), data=DataSettings(courses=1, students_per_course=450)
+    ) as big:
         async with CanvasClient(big.base_url, big.token) as client:
             count = sum([1 async for _ in client.paginate("courses/101/enrollments")])
 

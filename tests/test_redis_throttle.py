@@ -218,7 +218,7 @@ async def test_clients_in_two_processes_pace_together(redis_url: str) -> None:
 
 async def test_client_redis_url_uses_a_shared_redis_throttle(redis_url: str) -> None:
     """CanvasClient(redis_url=...) paces through Redis; the key never holds the token."""
-    async with CanvasSimulator() as sim:
+    async with CanvasSimulator(SimulatorSettings.instant()) as sim:
         async with CanvasClient(sim.base_url, sim.token, redis_url=redis_url) as canvas:
             await canvas.get("courses/101")
             assert isinstance(canvas.throttle, RedisThrottle)

@@ -80,7 +80,9 @@ def decorated(
 async def sim_and_clock() -> AsyncIterator[tuple[CanvasSimulator, FakeClock]]:
     """A simulator and client sharing one virtual clock."""
     clock = FakeClock()
-    async with CanvasSimulator(clock=clock, sleep=clock.sleep) as simulator:
+    async with CanvasSimulator(
+        SimulatorSettings.instant(), clock=clock, sleep=clock.sleep
+    ) as simulator:
         yield simulator, clock
 
 

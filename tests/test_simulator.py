@@ -491,7 +491,9 @@ async def test_hang_outlasts_a_client_timeout() -> None:
 async def test_slow_answers_late_on_the_injected_clock() -> None:
     """SLOW delays the answer by slow_seconds, measured on the injected clock."""
     clock = FakeClock()
-    settings = SimulatorSettings(faults=FaultSettings(schedule={1: Fault.SLOW}, slow_seconds=3))
+    settings = SimulatorSettings.instant(
+        faults=FaultSettings(schedule={1: Fault.SLOW}, slow_seconds=3)
+    )
     async with (
         CanvasSimulator(settings, clock=clock, sleep=clock.sleep) as sim,
         aiohttp.ClientSession(

@@ -20,11 +20,11 @@ from resilient_canvas.testing._bound import bucket_lower_bound
 from resilient_canvas.testing._bucket import LeakyBucket, ThrottleSettings
 from resilient_canvas.testing._clock import FakeClock
 from resilient_canvas.testing._data import DataSettings
+from resilient_canvas.testing._distribution import Distribution
 from resilient_canvas.testing._faults import Fault, FaultSettings
+from resilient_canvas.testing._settings import RouteProfile, SimulatorSettings
 from resilient_canvas.testing._simulator import (
     CanvasSimulator,
-    RouteProfile,
-    SimulatorSettings,
     SimulatorStats,
     ruby_float,
 )
@@ -32,6 +32,7 @@ from resilient_canvas.testing._simulator import (
 __all__ = [
     "CanvasSimulator",
     "DataSettings",
+    "Distribution",
     "FakeClock",
     "Fault",
     "FaultSettings",

@@ -8,8 +8,9 @@ is settled afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -22,6 +23,10 @@ class ThrottleSettings:
         maximum: The count is clamped to ``[0, maximum]``.
         outflow: Units leaked per second while the count is positive.
         up_front_cost: Reserved per in-flight request, refunded when it ends.
+        up_front_cost_by_path: Canvas's ``up_front_cost_by_path_regex``: regexes
+            searched (unanchored, like Ruby's ``match?``) in the request's full
+            path with its query string, in order; the first match's cost is
+            reserved instead of *up_front_cost*.
         throttled_status: 403 (legacy, open-source Canvas) or 429 (hosted
             Canvas since 2025-10-06).
         enabled: False serves every request unthrottled (headers still sent).
@@ -31,6 +36,7 @@ class ThrottleSettings:
     maximum: float = 800.0
     outflow: float = 10.0
     up_front_cost: float = 50.0
+    up_front_cost_by_path: Mapping[str, float] = field(default_factory=dict)
     throttled_status: Literal[403, 429] = 403
     enabled: bool = True
 
@@ -41,10 +47,19 @@ class ThrottleSettings:
             raise ValueError(f"outflow must be positive, not {self.outflow}.")
         if not 0 < self.hwm <= self.maximum:
             raise ValueError(f"Need 0 < hwm <= maximum, not hwm={self.hwm} max={self.maximum}.")
-        if self.up_front_cost < 0:
-            raise ValueError(f"up_front_cost must not be negative, not {self.up_front_cost}.")
+        if self.up_front_cost < 0 or any(c < 0 for c in self.up_front_cost_by_path.values()):
+            raise ValueError("up_front_cost must not be negative, globally or per path.")
+        for pattern in self.up_front_cost_by_path:
+            re.compile(pattern)  # a typo fails here, not on the first request
         if self.throttled_status not in (403, 429):
             raise ValueError(f"throttled_status must be 403 or 429, not {self.throttled_status}.")
+
+    def up_front_cost_for(self, path: str) -> float:
+        """Return what Canvas reserves for *path* (its full path, query string included)."""
+        for pattern, cost in self.up_front_cost_by_path.items():
+            if re.search(pattern, path):
+                return cost
+        return self.up_front_cost
 
     @classmethod
     def hosted(cls) -> ThrottleSettings:
@@ -68,14 +83,20 @@ class LeakyBucket:
         self.count = 0.0
         self._last = clock()
 
-    def reserve(self) -> bool:
-        """Add the up-front reservation; return True when the request is throttled."""
-        self._increment(self.settings.up_front_cost)
+    def reserve(self, up_front_cost: float | None = None) -> bool:
+        """Add a reservation (the global one by default); return True when throttled."""
+        amount = self.settings.up_front_cost if up_front_cost is None else up_front_cost
+        self._increment(amount)
         return self.count >= self.settings.hwm
 
-    def settle(self, cost: float) -> None:
-        """Replace the reservation with the request's real cost (0 for a throttled one)."""
-        self._increment(cost - self.settings.up_front_cost)
+    def settle(self, cost: float, up_front_cost: float | None = None) -> None:
+        """Replace the reservation with the request's real cost (0 for a throttled one).
+
+        Pass the same *up_front_cost* that :meth:`reserve` added: Canvas refunds
+        exactly what it reserved for the request.
+        """
+        amount = self.settings.up_front_cost if up_front_cost is None else up_front_cost
+        self._increment(cost - amount)
 
     @property
     def remaining(self) -> float:

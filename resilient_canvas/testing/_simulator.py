@@ -1,7 +1,14 @@
 """A faithful Canvas LMS simulator on aiohttp.web: throttle, pagination, errors, faults.
 
 Everything it does is taken from ``shared/spec/canvas-server.md``; the module
-docstrings of ``_bucket`` and ``_faults`` say which part does what.
+docstrings of ``_bucket``, ``_faults`` and ``_settings`` say which part does
+what (``_settings`` also gives the realistic default service times and costs).
+
+A request's life: request transit (``latency``), faults in front of Canvas,
+the reservation (the path's ``up_front_cost``), the application (service
+time, cost), the settlement refunding that same reservation, the headers,
+then response transit (``latency`` again): a client reads headers as stale as
+a real network makes them.
 """
 
 from __future__ import annotations
@@ -15,23 +22,28 @@ import secrets
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
 from yarl import URL
 
-from resilient_canvas.testing._bucket import LeakyBucket, ThrottleSettings
+from resilient_canvas.testing._bucket import LeakyBucket
 from resilient_canvas.testing._data import (
     CanvasData,
-    DataSettings,
     generate,
     new_enrollment,
 )
-from resilient_canvas.testing._faults import Fault, FaultPicker, FaultSettings
+from resilient_canvas.testing._faults import Fault, FaultPicker
 from resilient_canvas.testing._pagination import bookmark_page, ordinal_page
 from resilient_canvas.testing._params import parse_nested
+from resilient_canvas.testing._settings import (
+    RouteProfile,
+    SimulatorSettings,
+    latency_rng,
+    work_rng,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Clock = Callable[[], float]
@@ -39,73 +51,6 @@ Sleep = Callable[[float], Awaitable[None]]
 
 #: Paths under this prefix control the simulator itself (stats, reset, timeline).
 CONTROL_PREFIX = "/_simulator/"
-
-
-@dataclass(frozen=True, slots=True)
-class RouteProfile:
-    """How long a route works and what that costs against the throttle.
-
-    Canvas charges a request its CPU and database seconds; here the cost is
-    ``base_cost + service_time * cost_rate`` for the sampled service time.
-
-    Attributes:
-        service_time: Mean seconds the application spends on the request.
-        cost_rate: Cost units per second of service time.
-        base_cost: Cost of a request that does no work.
-        jitter: Service times vary uniformly by this fraction either way.
-    """
-
-    service_time: float = 0.0
-    cost_rate: float = 0.8
-    base_cost: float = 0.002
-    jitter: float = 0.2
-
-    def __post_init__(self) -> None:
-        if self.service_time < 0 or self.cost_rate < 0 or self.base_cost < 0:
-            raise ValueError("service_time, cost_rate and base_cost must not be negative.")
-        if not 0 <= self.jitter < 1:
-            raise ValueError("jitter must be in [0, 1).")
-
-    def sample(self, rng: random.Random) -> tuple[float, float]:
-        """Return (service seconds, cost) for one request."""
-        seconds = self.service_time * (1 + rng.uniform(-self.jitter, self.jitter))
-        return seconds, self.base_cost + seconds * self.cost_rate
-
-
-@dataclass(frozen=True, slots=True)
-class SimulatorSettings:
-    """Everything that shapes the simulated Canvas.
-
-    Attributes:
-        throttle: The per-token leaky bucket.
-        data: The size and seed of the data set.
-        faults: Injected faults.
-        default_route: Service time and cost of every route not in *routes*.
-        routes: Profiles per route template, e.g.
-            ``"GET /api/v1/courses/{course_id}/enrollments"`` (method optional).
-        token: The valid access token; a random one when None.
-        expired_tokens: Tokens answered with "Expired access token.".
-        insufficient_scope_tokens: Tokens answered with "Insufficient scopes on access token.".
-        seed: Seed of service-time sampling.
-        record_timeline: Record (time, bucket level, in flight) at every
-            reservation and settlement, for plots.
-    """
-
-    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
-    data: DataSettings = field(default_factory=DataSettings)
-    faults: FaultSettings = field(default_factory=FaultSettings)
-    default_route: RouteProfile = field(default_factory=RouteProfile)
-    routes: Mapping[str, RouteProfile] = field(default_factory=dict)
-    token: str | None = None
-    expired_tokens: frozenset[str] = frozenset()
-    insufficient_scope_tokens: frozenset[str] = frozenset()
-    seed: int = 3
-    record_timeline: bool = False
-
-    @classmethod
-    def hosted(cls, **changes: Any) -> SimulatorSettings:
-        """Settings like Instructure-hosted Canvas (hwm 700, 429 when throttled)."""
-        return replace(cls(throttle=ThrottleSettings.hosted()), **changes)
 
 
 @dataclass(slots=True)
@@ -187,6 +132,10 @@ class CanvasApp:
         self.stats = SimulatorStats()
         self._faults = FaultPicker(self.settings.faults)
         self._rng = random.Random(self.settings.seed)
+        # Separate streams: work draws line up with the bound's sampler
+        # (one per served request, in arrival order) whatever else is drawn.
+        self._work_rng = work_rng(self.settings.seed)
+        self._latency_rng = latency_rng(self.settings.seed)
         self._write_keys: set[Any] = set()
         self.timeline: list[tuple[float, float, int]] = []
         self._started_at = self._clock()
@@ -206,6 +155,7 @@ class CanvasApp:
     ) -> web.StreamResponse:
         if request.path.startswith(CONTROL_PREFIX):
             return await handler(request)
+        await self._transit()  # the request crosses the network
         stats = self.stats
         stats.requests += 1
         stats.in_flight += 1
@@ -221,9 +171,15 @@ class CanvasApp:
                 stats.client_disconnects += 1
                 response = web.Response(status=408)
             stats.statuses[response.status] += 1
-            return response
         finally:
             stats.in_flight -= 1
+        await self._transit()  # the answer, headers already computed, crosses back
+        return response
+
+    async def _transit(self) -> None:
+        seconds = self.settings.latency.sample(self._latency_rng)
+        if seconds > 0:
+            await self._sleep(seconds)
 
     async def _serve(
         self, request: web.Request, handler: Handler, fault: Fault | None
@@ -240,10 +196,12 @@ class CanvasApp:
 
         token = _token_of(request)
         bucket = self.bucket(token) if token else self._anonymous_bucket(request)
-        throttled = bucket.reserve() and self.settings.throttle.enabled
+        # One amount for the request: what is reserved is exactly what is refunded.
+        reserved = self.settings.throttle.up_front_cost_for(request.path_qs)
+        throttled = bucket.reserve(reserved) and self.settings.throttle.enabled
         self._record(bucket)
         if throttled:
-            bucket.settle(0.0)
+            bucket.settle(0.0, reserved)
             self.stats.throttled += 1
             return self._throttled(bucket)
 
@@ -251,7 +209,7 @@ class CanvasApp:
         try:
             response, cost = await self._run_app(request, handler, fault, token)
         finally:
-            bucket.settle(cost)
+            bucket.settle(cost, reserved)
             self._record(bucket)
         response.headers["X-Request-Cost"] = ruby_float(cost)
         response.headers["X-Rate-Limit-Remaining"] = ruby_float(bucket.remaining)
@@ -276,7 +234,7 @@ class CanvasApp:
         denied = _authenticate(token, self.token, self.settings)
         if denied is not None:
             return denied, 0.001
-        seconds, cost = self._profile_for(request).sample(self._rng)
+        seconds, cost = self._profile_for(request).sample(self._work_rng)
         if seconds > 0:
             await self._sleep(seconds)
         return await handler(request), cost
@@ -353,12 +311,7 @@ class CanvasApp:
     def _profile_for(self, request: web.Request) -> RouteProfile:
         route = request.match_info.route.resource
         template = route.canonical if route is not None else request.path
-        routes = self.settings.routes
-        return (
-            routes.get(f"{request.method} {template}")
-            or routes.get(template)
-            or self.settings.default_route
-        )
+        return self.settings.route_profile(request.method, template)
 
     # ----------------------------------------------------------------- routes
 
