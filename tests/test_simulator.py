@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import random
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
 import pytest
 
 from resilient_canvas.testing import (
+    CallShape,
     CanvasSimulator,
     DataSettings,
+    Distribution,
     FakeClock,
     Fault,
     FaultSettings,
@@ -20,7 +25,11 @@ from resilient_canvas.testing import (
     RouteProfile,
     SimulatorSettings,
     ThrottleSettings,
+    bucket_lower_bound,
     ruby_float,
+    sample_calls,
+    schedule_bound,
+    settings_lower_bound,
 )
 
 LINK = re.compile(r'<([^>]+)>; rel="([a-z]+)"')
@@ -31,9 +40,32 @@ class Gate:
 
     def __init__(self) -> None:
         self.released = asyncio.Event()
+        self.slept: list[float] = []
 
     async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
         await self.released.wait()
+
+
+async def _burst(
+    settings: SimulatorSettings, paths: list[str]
+) -> tuple[list[int], CanvasSimulator, float, Gate]:
+    """Send every path at once over real sockets while the app is held; return the statuses.
+
+    Time stands still (a FakeClock nobody advances), so the bucket sees the
+    requests as simultaneous; the level is read while the admitted ones are held.
+    """
+    clock, gate = FakeClock(), Gate()
+    async with CanvasSimulator(settings, clock=clock, sleep=gate.sleep) as sim:
+        headers = {"Authorization": f"Bearer {sim.token}"}
+        async with aiohttp.ClientSession(sim.base_url, headers=headers) as session:
+            tasks = [asyncio.create_task(_get(session, path)) for path in paths]
+            while sim.stats.requests < len(paths):  # noqa: ASYNC110 - polling the server's counter
+                await asyncio.sleep(0.01)
+            level_while_held = sim.bucket().count
+            gate.released.set()
+            results = await asyncio.gather(*tasks)
+    return [status for status, _, _ in results], sim, level_while_held, gate
 
 
 @pytest.fixture
@@ -552,3 +584,311 @@ async def test_starting_twice_is_refused(sim: CanvasSimulator) -> None:
     """A running simulator cannot be started again."""
     with pytest.raises(RuntimeError, match="already running"):
         await sim.start()
+
+
+# ------------------------------------------------- every throttle setting
+
+
+def test_custom_hwm_maximum_outflow_and_up_front_cost() -> None:
+    """Each ThrottleSettings field changes the bucket: hwm, maximum, outflow, up_front_cost."""
+    clock = FakeClock()
+    settings = ThrottleSettings(hwm=300.0, maximum=350.0, outflow=5.0, up_front_cost=100.0)
+    bucket = LeakyBucket(settings, clock)
+
+    admitted = [not bucket.reserve() for _ in range(4)]
+    assert [True, True, False, False] == admitted  # 300 >= hwm 300 refuses the third
+    assert 350.0 == bucket.count  # clamped to maximum
+    clock.advance(10)
+    assert 300.0 == bucket.level()  # leaked 5 units/s
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/api/v1/courses/7/enrollments", 100.0),
+        ("/api/v1/courses/7/enrollments?page=first&per_page=100", 100.0),
+        ("/api/v1/courses/7/assignments/9/submissions", 20.0),
+        ("/api/v1/users/self?include[]=enrollments", 100.0),
+        ("/api/v1/courses/7", 50.0),
+    ],
+)
+def test_per_path_up_front_cost_first_match_wins(path: str, expected: float) -> None:
+    """Regexes are searched in the full path and query, in order; no match uses the global one."""
+    settings = ThrottleSettings(
+        up_front_cost_by_path={
+            r"^/api/v1/courses/\d+/enrollments": 100.0,
+            r"enrollments": 100.0,
+            r"/submissions": 20.0,
+            r"/assignments": 70.0,
+        }
+    )
+
+    assert expected == settings.up_front_cost_for(path)
+
+
+def test_invalid_per_path_settings_are_refused() -> None:
+    """A broken regex or a negative per-path cost fails at construction, not mid-test."""
+    with pytest.raises(ValueError, match="negative"):
+        ThrottleSettings(up_front_cost_by_path={"x": -1.0})
+    with pytest.raises(re.error):
+        ThrottleSettings(up_front_cost_by_path={"(": 10.0})
+
+
+async def test_per_path_reservation_is_refunded_in_full() -> None:
+    """A route reserving 100 admits 5 at once from idle, and each refunds exactly its 100."""
+    settings = SimulatorSettings(
+        throttle=ThrottleSettings(up_front_cost_by_path={r"/enrollments": 100.0}),
+        default_route=RouteProfile(Distribution.constant(0.1), cost_rate=0.0, base_cost=0.25),
+    )
+    statuses, sim, level_while_held, _ = await _burst(
+        settings, ["/api/v1/courses/101/enrollments"] * 7
+    )
+
+    assert [200] * 5 + [403] * 2 == sorted(statuses)
+    assert 500.0 == level_while_held  # 5 x 100 held; the refused ones refunded their 100
+    assert 5 * 0.25 == pytest.approx(sim.bucket().count)  # only the real costs remain
+
+
+async def test_global_up_front_cost_applies_off_the_listed_paths() -> None:
+    """Paths no regex matches reserve the global up_front_cost (here 25: 23 fit, the 24th not)."""
+    settings = SimulatorSettings(
+        throttle=ThrottleSettings(
+            up_front_cost=25.0, up_front_cost_by_path={r"/enrollments": 100.0}
+        )
+    )
+    statuses, _, level_while_held, _ = await _burst(settings, ["/api/v1/courses/101"] * 26)
+
+    assert [200] * 23 + [403] * 3 == sorted(statuses)
+    assert 575.0 == level_while_held
+
+
+# ------------------------------------------------------------ distributions
+
+
+@pytest.mark.parametrize(
+    "distribution",
+    [
+        Distribution.constant(0.4),
+        Distribution.uniform(0.4, 0.2),
+        Distribution.lognormal(0.4, 0.7),
+        Distribution.lognormal(0.4, 1.2),
+        Distribution.lognormal(0.4, 1.5),
+    ],
+)
+def test_every_shape_keeps_the_mean(distribution: Distribution) -> None:
+    """Constant, uniform and heavy-tailed lognormal draws share the mean they are given."""
+    rng = random.Random(1)
+    draws = [distribution.sample(rng) for _ in range(40_000)]
+
+    assert 0.4 == pytest.approx(sum(draws) / len(draws), rel=0.05)
+    assert all(draw >= 0 for draw in draws)
+
+
+def test_lognormal_has_a_heavy_tail() -> None:
+    """At sigma 1.2 the median is about half the mean and 1% of draws exceed ~8x the mean."""
+    rng = random.Random(2)
+    heavy = Distribution.lognormal(1.0, 1.2)
+    draws = sorted(heavy.sample(rng) for _ in range(40_000))
+
+    assert heavy.median == pytest.approx(draws[len(draws) // 2], rel=0.05)
+    assert 0.487 == pytest.approx(heavy.median, abs=0.001)
+    assert 7.9 == pytest.approx(draws[int(len(draws) * 0.99)], rel=0.1)
+
+
+def test_invalid_distributions_are_refused() -> None:
+    """Negative means, uniform spreads outside [0, 1) and non-positive sigmas raise."""
+    with pytest.raises(ValueError, match="mean"):
+        Distribution.constant(-1.0)
+    with pytest.raises(ValueError, match="uniform"):
+        Distribution.uniform(1.0, 1.0)
+    with pytest.raises(ValueError, match="sigma"):
+        Distribution.lognormal(1.0, 0.0)
+
+
+def test_route_profile_legacy_keywords_and_cost_modes() -> None:
+    """service_time/jitter still work; costs follow service time unless drawn on their own."""
+    assert Distribution.uniform(0.05, 0.2) == RouteProfile(service_time=0.05).service
+    assert Distribution.constant(0.05) == RouteProfile(service_time=0.05, jitter=0.0).service
+    with pytest.raises(ValueError, match="not both"):
+        RouteProfile(Distribution.constant(0.1), service_time=0.1)
+
+    rng = random.Random(3)
+    tied = RouteProfile(Distribution.lognormal(0.05, 1.2), cost_rate=8.0, base_cost=0.0)
+    seconds, cost = tied.sample(rng)
+    assert cost == pytest.approx(8.0 * seconds)
+    independent = RouteProfile(Distribution.constant(0.05), cost=Distribution.lognormal(0.4, 1.2))
+    costs = {independent.sample(rng) for _ in range(5)}
+    assert {0.05} == {seconds for seconds, _ in costs}
+    assert 5 == len({cost for _, cost in costs})
+    assert (0.05, 0.4) == (independent.service_time, independent.mean_cost)
+
+
+async def _sequential_costs(settings: SimulatorSettings, paths: list[str]) -> list[float]:
+    clock = FakeClock()
+    async with CanvasSimulator(settings, clock=clock, sleep=clock.sleep) as sim:
+        headers = {"Authorization": f"Bearer {sim.token}"}
+        async with aiohttp.ClientSession(sim.base_url, headers=headers) as session:
+            return [float((await _get(session, path))[1]["X-Request-Cost"]) for path in paths]
+
+
+async def test_costs_are_deterministic_under_seed_and_match_the_bound_sampler() -> None:
+    """Same seed, same costs; the bound's sampler draws exactly what the simulator serves."""
+    enrollments = "GET /api/v1/courses/{course_id}/enrollments"
+    settings = SimulatorSettings(
+        routes={enrollments: RouteProfile(cost=Distribution.lognormal(2.0, 1.2))},
+        latency=Distribution.lognormal(0.05, 1.0),  # its own stream: shifts nothing
+        seed=11,
+    )
+    paths = ["/api/v1/courses/101", "/api/v1/courses/101/enrollments"] * 4
+
+    first = await _sequential_costs(settings, paths)
+    again = await _sequential_costs(settings, paths)
+    other = await _sequential_costs(replace(settings, seed=12), paths)
+    sampled = sample_calls(settings, [("GET", path) for path in paths])
+
+    assert first == again
+    assert first != other
+    assert first == pytest.approx([call.cost for call in sampled], abs=1e-12)
+
+
+# ------------------------------------------------------------------ latency
+
+
+async def test_latency_delays_both_ways_and_headers_are_stale_by_the_answer_transit() -> None:
+    """Request transit precedes the bucket; headers are computed before the answer's transit."""
+    clock = FakeClock()
+    profile = RouteProfile(Distribution.constant(0.1), cost_rate=0.0, base_cost=0.5)
+    settings = SimulatorSettings(default_route=profile, latency=Distribution.constant(0.5))
+    async with CanvasSimulator(settings, clock=clock, sleep=clock.sleep) as sim:
+        sim.bucket().count = 100.0
+        async with aiohttp.ClientSession(
+            sim.base_url, headers={"Authorization": f"Bearer {sim.token}"}
+        ) as session:
+            _, headers, _ = await _get(session, "/api/v1/courses")
+        remaining_now = 600.0 - sim.bucket().level()
+
+    assert [0.5, 0.1, 0.5] == clock.sleeps
+    # 100 - 5 leaked in transit + 50, - 1 leaked in service, + 0.5 - 50 settled = 94.5.
+    assert 505.5 == pytest.approx(float(headers["X-Rate-Limit-Remaining"]))
+    # By the time the client reads it, another 0.5 s has leaked 5 more units.
+    assert 510.5 == pytest.approx(remaining_now)
+
+
+# --------------------------------------------------------- realistic default
+
+
+def test_default_route_is_realistic_and_instant_is_a_preset() -> None:
+    """The default profile works ~0.2 s (lognormal); instant() works 0 s at a 0.002 cost."""
+    default = SimulatorSettings().default_route
+
+    assert Distribution.lognormal(0.2, 0.7) == default.service
+    assert 0.1 < default.service.median < 0.2
+    assert 0.1 < default.mean_cost < 1.0
+    assert (0.0, 0.002) == RouteProfile.instant().sample(random.Random(0))
+    assert RouteProfile.instant() == SimulatorSettings.instant().default_route
+
+
+async def test_realistic_default_throttles_the_twelfth_concurrent_request() -> None:
+    """Default settings, idle token, 40 concurrent raw GETs: 11 served, the 12th on refused."""
+    statuses, sim, _, gate = await _burst(SimulatorSettings(), ["/api/v1/courses"] * 40)
+
+    assert [200] * 11 + [403] * 29 == sorted(statuses)
+    assert (40, 29) == (sim.stats.requests, sim.stats.throttled)
+    assert 11 == len(gate.slept)
+    assert all(seconds > 0 for seconds in gate.slept)
+
+
+async def test_instant_preset_never_holds_a_request() -> None:
+    """The instant preset answers at once, so the same burst is never throttled."""
+    statuses, sim, _, gate = await _burst(SimulatorSettings.instant(), ["/api/v1/courses"] * 40)
+
+    assert [200] * 40 == statuses
+    assert (0, []) == (sim.stats.throttled, gate.slept)
+
+
+async def test_realistic_default_never_throttles_a_sequential_client() -> None:
+    """One request at a time never fills the bucket, as Canvas's documentation promises."""
+    clock = FakeClock()
+    async with CanvasSimulator(clock=clock, sleep=clock.sleep) as sim:
+        async with aiohttp.ClientSession(
+            sim.base_url, headers={"Authorization": f"Bearer {sim.token}"}
+        ) as session:
+            statuses = [(await _get(session, "/api/v1/courses/101"))[0] for _ in range(60)]
+
+    assert [200] * 60 == statuses
+    # Each took realistic time (seeded draws averaging near the 0.2 s mean)...
+    assert 60 * 0.2 == pytest.approx(sum(clock.sleeps), rel=0.3)
+    # ...during which its own reservation leaked more than it cost.
+    assert 0.0 == sim.bucket().level()
+
+
+# -------------------------------------------------------------------- bound
+
+
+def test_bound_of_one_call_is_its_service_time_plus_a_round_trip() -> None:
+    """One call: its service time, plus twice the one-way latency."""
+    assert 0.05 == bucket_lower_bound(1, service_time=0.05, cost=0.04)
+    assert 0.25 == pytest.approx(schedule_bound([CallShape(0.05, 0.04)], latency=0.1))
+
+
+def test_bound_with_free_calls_is_service_time_limited() -> None:
+    """Cost-free calls run in waves of 12 (the 12th enters as the count leaks below 550)."""
+    free = CallShape(0.5, 0.0)
+
+    assert 0.5 == schedule_bound([free] * 12)
+    assert 1.0 == schedule_bound([free] * 24)
+    assert 1.5 == schedule_bound([free] * 25)
+    # Reserving 100 halves the wave; reserving 25 doubles it.
+    assert 1.0 == schedule_bound([CallShape(0.5, 0.0, 100.0)] * 12)
+    assert 0.5 == schedule_bound([CallShape(0.5, 0.0, 25.0)] * 24)
+
+
+def test_bound_with_costly_calls_is_outflow_limited() -> None:
+    """Costly calls: about (total cost - what the bucket holds below hwm) / outflow."""
+    costly = [CallShape(0.01, 40.0)] * 100
+    total_beyond = 100 * 40.0 - 550.0
+
+    assert total_beyond / 10 == pytest.approx(schedule_bound(costly), rel=0.02)
+    slow_leak = ThrottleSettings(outflow=5.0)
+    assert total_beyond / 5 == pytest.approx(schedule_bound(costly, slow_leak), rel=0.02)
+
+
+def test_bound_is_what_the_simulators_bucket_really_allows() -> None:
+    """A greedy prober on the simulator's own bucket finishes exactly when the bound says."""
+
+    def greedy(calls: int, service: float, cost: float, step: float = 0.0005) -> float:
+        clock = FakeClock(0.0)
+        bucket = LeakyBucket(ThrottleSettings(), clock)
+        running: list[float] = []
+        started = done = 0
+        while done < calls:
+            while running and running[0] <= clock.now + 1e-12:
+                heapq.heappop(running)
+                bucket.settle(cost)
+                done += 1
+            while started < calls and not bucket.reserve():
+                heapq.heappush(running, clock.now + service)
+                started += 1
+            if started < calls:
+                bucket.settle(0.0)  # the refused probe is refunded
+            clock.advance(step)
+        return clock.now
+
+    for cost in (0.04, 0.4):
+        expected = bucket_lower_bound(1000, service_time=0.05, cost=cost)
+        assert expected == pytest.approx(greedy(1000, 0.05, cost), abs=0.01)
+
+
+def test_settings_bound_uses_per_route_draws_reservations_and_latency() -> None:
+    """The settings bound replays sampled calls with per-path reservations and one round trip."""
+    settings = SimulatorSettings(
+        throttle=ThrottleSettings(up_front_cost_by_path={r"/enrollments": 100.0}),
+        default_route=RouteProfile(Distribution.constant(0.5), cost_rate=0.0, base_cost=0.0),
+        latency=Distribution.constant(0.1),
+    )
+    enrollments = [("GET", "/api/v1/courses/101/enrollments")] * 12
+    courses = [("GET", "/api/v1/courses/101")] * 12
+
+    assert 1.0 + 0.2 == pytest.approx(settings_lower_bound(settings, enrollments))
+    assert 0.5 + 0.2 == pytest.approx(settings_lower_bound(settings, courses))
+    assert [100.0] * 12 == [call.up_front_cost for call in sample_calls(settings, enrollments)]
