@@ -16,6 +16,9 @@ if importlib.util.find_spec("pytest_asyncio") is not None:
 
     @pytest_asyncio.fixture
     async def canvas_simulator() -> AsyncIterator[CanvasSimulator]:
-        """A running Canvas simulator with default settings; stopped after the test."""
+        """A running, realistic Canvas simulator (requests take ~0.2 s); stopped after the test.
+
+        For instant answers start your own: ``CanvasSimulator(SimulatorSettings.instant())``.
+        """
         async with CanvasSimulator() as simulator:
             yield simulator
