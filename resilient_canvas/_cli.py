@@ -15,10 +15,12 @@ import logging
 import os
 import sys
 from collections.abc import MutableMapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import structlog
 from rich.console import Console
+from yarl import URL
 
 from resilient_canvas import __version__
 from resilient_canvas._client import CanvasClient
@@ -103,7 +105,9 @@ def error_page(error: CanvasException, *, debug: bool, token: str | None = None)
     is asking for it. Credentials are redacted, and the token itself, if
     given, is replaced wherever it might appear.
     """
-    renderer = CliRenderer(None, error, debug)
+    # The "request" the page describes is the failed call: its path reads better than none.
+    request = SimpleNamespace(path=URL(error.url).path if error.url else "", args={})
+    renderer = CliRenderer(request, error, debug)
     page = scrub(renderer.full() if debug else renderer.minimal())
     if token:
         page = page.replace(token, "[redacted]")

@@ -19,7 +19,6 @@ import asyncio
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,10 +118,9 @@ async def _run_all(root: Path) -> dict[str, Outcome]:
 
 
 @pytest.fixture(scope="module")
-def outcomes() -> dict[str, Outcome]:
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
     """Every runnable example's outcome, run once for the module."""
-    with tempfile.TemporaryDirectory() as root:
-        return asyncio.run(_run_all(Path(root)))
+    return asyncio.run(_run_all(tmp_path_factory.mktemp("examples")))
 
 
 def test_examples_are_found() -> None:
