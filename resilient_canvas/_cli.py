@@ -15,24 +15,35 @@ import logging
 import os
 import sys
 from collections.abc import MutableMapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import structlog
 from rich.console import Console
+from yarl import URL
 
 from resilient_canvas import __version__
 from resilient_canvas._client import CanvasClient
 from resilient_canvas._demo import DemoOptions, EventCounter, run_demo
+from resilient_canvas._http import scrub
+from resilient_canvas._logging import REQUEST_FAILED
 from resilient_canvas._policy import RetryPolicy
-from resilient_canvas.errorpages import TextRenderer, exception_response
+from resilient_canvas.errorpages import TextRenderer
 from resilient_canvas.exceptions import (
     CanvasException,
+    ConnectError,
+    ConnectionDropped,
+    ConnectTimeout,
     Forbidden,
+    InvalidResponse,
     RateLimitExceeded,
+    ReadTimeout,
     RequestTimeout,
     ResourceDoesNotExist,
     ServerError,
     ServiceUnavailable,
+    ThrottleTimeout,
+    TLSError,
     TransportError,
     Unauthorized,
 )
@@ -62,6 +73,47 @@ class UsageError(Exception):
     """The command line is wrong; the message says how."""
 
 
+#: Titles for failures no HTTP status describes: an error page's "502 Bad
+#: Gateway" or "408" would claim a server answered. Subclasses come first.
+_NO_RESPONSE_TITLES: tuple[tuple[type[CanvasException], str], ...] = (
+    (ConnectTimeout, "Connection error: timed out connecting (nothing was sent)"),
+    (ConnectError, "Connection error: could not connect (nothing was sent)"),
+    (TLSError, "Connection error: no trusted TLS connection (nothing was sent)"),
+    (ConnectionDropped, "Connection error: connection lost after sending"),
+    (InvalidResponse, "Invalid response: the answer could not be read"),
+    (ReadTimeout, "Timeout: no answer in time"),
+    (ThrottleTimeout, "Timeout: waited too long for a place in the throttle (not sent)"),
+)
+
+
+class CliRenderer(TextRenderer):
+    """Text error pages titled by what happened when no HTTP status did."""
+
+    @property
+    def title(self) -> str:
+        for kind, title in _NO_RESPONSE_TITLES:
+            if isinstance(self.exception, kind):
+                return f"⚠️ {title}"
+        return super().title
+
+
+def error_page(error: CanvasException, *, debug: bool, token: str | None = None) -> str:
+    """The page the CLI prints for *error*: minimal, or with ``debug`` the full one.
+
+    The full page has the traceback of every exception in the chain, even for
+    quiet errors (whose pages are otherwise minimal): asking for ``--debug``
+    is asking for it. Credentials are redacted, and the token itself, if
+    given, is replaced wherever it might appear.
+    """
+    # The "request" the page describes is the failed call: its path reads better than none.
+    request = SimpleNamespace(path=URL(error.url).path if error.url else "", args={})
+    renderer = CliRenderer(request, error, debug)
+    page = scrub(renderer.full() if debug else renderer.minimal())
+    if token:
+        page = page.replace(token, "[redacted]")
+    return page
+
+
 def exit_code_for(error: CanvasException) -> int:
     """The exit status that names the class of *error*."""
     if isinstance(error, RateLimitExceeded):
@@ -75,11 +127,25 @@ def exit_code_for(error: CanvasException) -> int:
     return EXIT_CANVAS
 
 
-def configure_logging(log_format: str, level: str, counter: EventCounter | None) -> None:
-    """Send structlog events to stderr as JSON or console lines; count demo events."""
+def configure_logging(
+    log_format: str, level: str, counter: EventCounter | None, *, pages_errors: bool = False
+) -> None:
+    """Send structlog events to stderr as JSON or console lines; count demo events.
+
+    Args:
+        log_format: ``console`` or ``json``.
+        level: The lowest level shown.
+        counter: Counts demo events (retries, pauses) before any filtering.
+        pages_errors: The command prints the final error as a page: on the
+            console the ``canvas.request_failed`` line would say it twice, so
+            it is left out (JSON keeps it, for machines).
+    """
+    drop_failures = pages_errors and log_format == "console"
 
     def drop_below(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
         if _LEVELS.get(method, logging.INFO) < _LEVELS[level]:
+            raise structlog.DropEvent
+        if drop_failures and event.get("event") == REQUEST_FAILED:
             raise structlog.DropEvent
         return event
 
@@ -176,7 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="access token (default: $CANVAS_ACCESS_TOKEN; prefer the variable)",
     )
     api.add_argument("--attempts", type=int, default=5, help="attempts per request (default: 5)")
-    api.add_argument("--debug", action="store_true", help="show full error pages")
+    api.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full error page: every exception in the chain with its traceback",
+    )
 
     simulate = commands.add_parser("simulate", help="serve the Canvas simulator")
     simulate.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
@@ -276,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     counter = EventCounter() if args.command == "demo" else None
     level = args.log_level or ("error" if args.command == "demo" else "warning")
-    configure_logging(args.log_format, level, counter)
+    configure_logging(args.log_format, level, counter, pages_errors=args.command == "api")
     try:
         if args.command == "demo":
             options = DemoOptions(
@@ -300,8 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except CanvasException as error:
         debug = bool(getattr(args, "debug", False))
-        page = exception_response(None, error, debug, renderer=TextRenderer)
-        print(page.body, file=sys.stderr)
+        token = getattr(args, "token", None) or os.environ.get("CANVAS_ACCESS_TOKEN")
+        print(error_page(error, debug=debug, token=token), file=sys.stderr)
         return exit_code_for(error)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

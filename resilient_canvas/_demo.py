@@ -14,13 +14,21 @@ import asyncio
 import collections
 import json
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from resilient_canvas._client import CanvasClient
@@ -105,6 +113,10 @@ class JobReport:
     wall_s: float = 0.0
 
 
+#: Called with (grades done, grades in all, status fields) as grading goes on.
+StatusCallback = Callable[[int, int, dict[str, Any]], None]
+
+
 @dataclass(slots=True)
 class EventCounter:
     """A structlog processor that counts retries by reason and throttle pauses."""
@@ -130,39 +142,42 @@ class EventCounter:
 async def paced_job(
     sim: CanvasSimulator,
     counter: EventCounter,
-    progress: Progress | None = None,
+    on_status: StatusCallback | None = None,
 ) -> JobReport:
-    """The grade sync with CanvasClient: paced, retried, nothing lost or duplicated."""
+    """The grade sync with CanvasClient: paced, retried, nothing lost or duplicated.
+
+    Each assignment gets a grade its grading type takes (Canvas refuses a
+    letter grade on a points assignment, and anything but full or no points
+    on a pass_fail one).
+    """
     report = JobReport("resilient_canvas")
     policy = RetryPolicy(attempt_timeout=1.5, deadline=90.0)
     started = time.perf_counter()
     async with CanvasClient(sim.base_url, sim.token, policy=policy, throttle=Throttle()) as canvas:
-        roster = [e async for e in canvas.paginate(f"courses/{COURSE}/enrollments", per_page=50)]
-        students = [e["user_id"] for e in roster if e["type"] == "StudentEnrollment"]
-        assignments = [a["id"] async for a in canvas.paginate(f"courses/{COURSE}/assignments")]
+        students = [
+            e["user_id"]
+            async for e in canvas.paginate(
+                f"courses/{COURSE}/enrollments", params={"type": ["StudentEnrollment"]}, per_page=50
+            )
+        ]
+        assignments = [a async for a in canvas.paginate(f"courses/{COURSE}/assignments")]
         for assignment in assignments:
-            path = f"courses/{COURSE}/assignments/{assignment}/submissions"
+            path = f"courses/{COURSE}/assignments/{assignment['id']}/submissions"
             _ = [s async for s in canvas.paginate(path, per_page=50)]
         work = [(assignment, student) for assignment in assignments for student in students]
-        task = None
-        if progress is not None:
-            task = progress.add_task(
-                "grading", total=len(work), **_status(canvas, counter, 0, len(work))
-            )
+        if on_status is not None:
+            on_status(0, len(work), _status(canvas, counter, 0, len(work)))
 
         def on_progress(state: Any) -> None:
-            if progress is not None and task is not None:
+            if on_status is not None:
                 left = len(work) - state.done
-                progress.update(
-                    task, completed=state.done, **_status(canvas, counter, state.in_flight, left)
-                )
+                on_status(state.done, len(work), _status(canvas, counter, state.in_flight, left))
 
-        async def grade(item: tuple[int, int]) -> Any:
+        async def grade(item: tuple[dict[str, Any], int]) -> Any:
             assignment, student = item
-            score = (student * 7 + assignment) % 100
             return await canvas.put(
-                f"courses/{COURSE}/assignments/{assignment}/submissions/{student}",
-                data={"submission": {"posted_grade": str(score)}},
+                f"courses/{COURSE}/assignments/{assignment['id']}/submissions/{student}",
+                data={"submission": {"posted_grade": grade_for(assignment, student)}},
             )
 
         result = await canvas.map(grade, work, on_progress=on_progress)
@@ -171,6 +186,26 @@ async def paced_job(
     report.failed = len(result.failures)
     _read_simulator(report, sim, counter)
     return report
+
+
+#: What the demo posts per grading type (its own notion of each student's work).
+_LETTERS = ("A", "A-", "B+", "B", "B-", "C+", "C")
+_GPA = ("4.0", "3.7", "3.3", "3.0", "2.7")
+
+
+def grade_for(assignment: dict[str, Any], student: int) -> str:
+    """A grade *assignment*'s grading type accepts, varied by *student*."""
+    seed = student * 7 + assignment["id"]
+    kind = assignment.get("grading_type", "points")
+    if kind == "letter_grade":
+        return _LETTERS[seed % len(_LETTERS)]
+    if kind == "gpa_scale":
+        return _GPA[seed % len(_GPA)]
+    if kind == "pass_fail":
+        return "complete" if seed % 5 else "incomplete"
+    if kind == "percent":
+        return f"{60 + seed % 41}%"
+    return str(seed % int(assignment.get("points_possible") or 100) + 1)
 
 
 def _status(canvas: CanvasClient, counter: EventCounter, started: int, left: int) -> dict[str, Any]:
@@ -203,17 +238,18 @@ async def naive_job(sim: CanvasSimulator, options: DemoOptions) -> JobReport:
     students = [
         s["user_id"] for s in sim.data.enrollments[COURSE] if s["type"] == "StudentEnrollment"
     ]
-    assignments = [a["id"] for a in sim.data.assignments[COURSE]]
+    assignments = list(sim.data.assignments[COURSE])
     work = [(assignment, student) for assignment in assignments for student in students]
     started = time.perf_counter()
     timeout = aiohttp.ClientTimeout(total=5)
     async with aiohttp.ClientSession(sim.base_url, headers=headers, timeout=timeout) as session:
 
-        async def grade(item: tuple[int, int]) -> bool:
+        async def grade(item: tuple[dict[str, Any], int]) -> bool:
             assignment, student = item
-            path = f"/api/v1/courses/{COURSE}/assignments/{assignment}/submissions/{student}"
+            path = f"/api/v1/courses/{COURSE}/assignments/{assignment['id']}/submissions/{student}"
+            posted = {"submission[posted_grade]": grade_for(assignment, student)}
             try:
-                async with session.put(path, data={"submission[posted_grade]": "1"}) as response:
+                async with session.put(path, data=posted) as response:
                     json.loads(await response.read())
                     return response.status < 400
             except (aiohttp.ClientError, TimeoutError, ValueError):
@@ -271,6 +307,72 @@ def summary(reports: list[JobReport], bound: float) -> Table:
     return table
 
 
+#: The status fields: label, name in ``_status()``, format spec.
+_FIELDS = (
+    ("at Canvas", "sent", ">2"),
+    ("queued", "waiting", ">2"),
+    ("quota", "quota", ">4"),
+    ("retries", "retries", ">3"),
+    ("pauses", "pauses", ""),
+    ("ETA", "eta", ">4"),
+)
+
+
+def _status_template(field_ref: Callable[[str], str]) -> str:
+    """``at Canvas {<ref of sent>:>2} · queued ...`` for str.format."""
+    return " · ".join(f"{label} {{{field_ref(name)}:{spec}}}" for label, name, spec in _FIELDS)
+
+
+@contextmanager
+def _status_display(console: Console) -> Iterator[StatusCallback]:
+    """A live progress bar on a terminal; plain progress lines anywhere else.
+
+    Rich draws nothing live when its output is not a terminal (a pipe, a CI
+    log) and prints the bar once at the end, cut to 80 columns: there, one
+    plain line per tenth of the work says what is happening as it happens.
+    """
+    if not console.is_terminal:
+        yield _LineProgress(console)
+        return
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(bar_width=16),
+        MofNCompleteColumn(),
+        TextColumn(_status_template(lambda name: f"task.fields[{name}]")),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        tasks: list[TaskID] = []
+
+        def update(done: int, total: int, fields: dict[str, Any]) -> None:
+            # The task starts with the first status: its columns need every field.
+            if not tasks:
+                tasks.append(progress.add_task("grading", total=total, **fields))
+            progress.update(tasks[0], completed=done, total=total, **fields)
+
+        yield update
+
+
+@dataclass(slots=True)
+class _LineProgress:
+    """Prints a status line at the start, at each tenth of the work, and at the end."""
+
+    console: Console
+    started: float = field(default_factory=time.perf_counter)
+    next_tenth: int = 0
+
+    def __call__(self, done: int, total: int, fields: dict[str, Any]) -> None:
+        tenth = 10 * done // total if total else 10
+        if tenth < self.next_tenth:
+            return
+        self.next_tenth = tenth + 1
+        elapsed = time.perf_counter() - self.started
+        status = _status_template(lambda name: name).format(**fields)
+        line = f"grading {done}/{total} · {status} · {elapsed:.0f}s"
+        # soft_wrap: never cut or wrap the line at the console's width.
+        self.console.print(line, soft_wrap=True, highlight=False, markup=False)
+
+
 def _retries(retries: collections.Counter[str]) -> str:
     if not retries:
         return "0"
@@ -295,20 +397,8 @@ async def run_demo(options: DemoOptions, counter: EventCounter, console: Console
             reports.append(await naive_job(sim, options))
             sim.reset()
             counter.reset()
-        columns = (
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(bar_width=16),
-            MofNCompleteColumn(),
-            TextColumn(
-                "at Canvas {task.fields[sent]:>2} · queued {task.fields[waiting]:>2}"
-                " · quota {task.fields[quota]:>4}"
-                " · retries {task.fields[retries]:>3} · pauses {task.fields[pauses]}"
-                " · ETA {task.fields[eta]:>4}"
-            ),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console, transient=False) as progress:
-            paced = await paced_job(sim, counter, progress)
+        with _status_display(console) as on_status:
+            paced = await paced_job(sim, counter, on_status)
         reports.append(paced)
     console.print(summary(reports, lower_bound(options)))
     ok = paced.failed == 0 and paced.duplicate_writes == 0

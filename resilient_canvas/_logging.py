@@ -1,11 +1,20 @@
-"""Structured events. The library never configures structlog; it only emits.
+"""Structured events. The library never configures logging; it only emits.
 
 Event names are constants so users can filter on them; fields are flat and
 floats are rounded so logs stay readable (tenacity prints 15 decimals).
+
+Where events go: through structlog once the application has configured it
+(``structlog.configure``, which ``structlog.testing.capture_logs`` also
+does); until then to the stdlib logger ``resilient_canvas``, which has a
+``NullHandler``, so a script that configures no logging gets no output from
+us, and ``logging.basicConfig()`` shows our warnings like any library's.
+structlog's unconfigured default prints every event to stdout: right for an
+application, wrong for a library.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import structlog
@@ -18,7 +27,43 @@ REQUEST_FAILED = "canvas.request_failed"
 THROTTLE_PAUSED = "canvas.throttle_paused"
 THROTTLE_DEGRADED = "canvas.throttle_degraded"
 
-logger = structlog.get_logger("resilient_canvas")
+#: The stdlib logger events go to while structlog is unconfigured.
+stdlib_logger = logging.getLogger("resilient_canvas")
+stdlib_logger.addHandler(logging.NullHandler())
+
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_render = structlog.processors.KeyValueRenderer(key_order=["event"])
+
+
+class _EventLogger:
+    """Emits one event to structlog if the application configured it, else to stdlib logging."""
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._emit("error", event, fields)
+
+    def _emit(self, method: str, event: str, fields: dict[str, Any]) -> None:
+        if structlog.is_configured():
+            getattr(structlog.get_logger("resilient_canvas"), method)(event, **fields)
+            return
+        level = _LEVELS[method]
+        if not stdlib_logger.isEnabledFor(level):
+            return
+        # The traceback text reads better on its own lines than quoted in key=value.
+        flat = {k: v for k, v in fields.items() if k != "exception"}
+        message = _render(None, method, {"event": event, **flat})
+        if "exception" in fields:
+            message = f"{message}\n{fields['exception']}"
+        # Handlers that format records themselves (JSON) find the flat event here.
+        stdlib_logger.log(level, message, extra={"event_dict": {"event": event, **fields}})
+
+
+logger = _EventLogger()
 
 
 def rounded(value: float | None, digits: int = 3) -> float | None:

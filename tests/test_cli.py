@@ -256,3 +256,66 @@ async def test_simulate_serves_until_stopped() -> None:
     finally:
         process.terminate()
         await process.wait()
+
+
+# ------------------------------------------- a newcomer's first hour (issue 15)
+
+
+def _closed_port_env(token: str) -> dict[str, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return {"CANVAS_BASE_URL": f"http://127.0.0.1:{port}", "CANVAS_ACCESS_TOKEN": token}
+
+
+async def test_refused_connection_is_titled_a_connection_error() -> None:
+    """A refused connection is a connection error, not a "502 Bad Gateway" no server sent."""
+    run = await cli("api", "GET", "courses", "--attempts", "1", env=_closed_port_env("tok-123"))
+
+    assert run.stderr.startswith("⚠️ Connection error: could not connect (nothing was sent)\n")
+    assert "502" not in run.stderr
+    assert "Bad Gateway" not in run.stderr
+
+
+async def test_api_error_is_printed_once(sim: CanvasSimulator) -> None:
+    """The final error is the page alone: no canvas.request_failed log line repeating it."""
+    run = await cli("api", "GET", "courses/999", env=canvas_env(sim))
+
+    assert 4 == run.code
+    assert "canvas.request_failed" not in run.stderr
+    assert 1 == run.stderr.count("The specified resource does not exist.")
+
+
+async def test_json_log_format_keeps_the_failure_event(sim: CanvasSimulator) -> None:
+    """With --log-format json the failure stays an event for machines, beside the page."""
+    run = await cli("--log-format", "json", "api", "GET", "courses/999", env=canvas_env(sim))
+
+    events = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    assert ["canvas.request_failed"] == [e["event"] for e in events]
+
+
+async def test_debug_shows_the_full_page_with_tracebacks_and_no_token() -> None:
+    """--debug adds every exception of the chain with its traceback; the token stays out."""
+    env = _closed_port_env("tok-SECRET-456")
+    plain = await cli("api", "GET", "courses", "--attempts", "1", env=env)
+    debug = await cli("api", "GET", "courses", "--attempts", "1", "--debug", env=env)
+
+    assert "Traceback" not in plain.stderr
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert "ConnectionRefusedError" in debug.stderr
+    assert "resilient_canvas.exceptions.ConnectError" in debug.stderr
+    assert "tok-SECRET-456" not in debug.stderr
+
+
+async def test_demo_prints_plain_progress_lines_outside_a_terminal() -> None:
+    """Piped, the demo prints whole progress lines as it goes, before the summary."""
+    run = await cli("demo", "--students", "8", "--assignments", "5", "--fault-rate", "0")
+
+    lines = run.stderr.splitlines()
+    progress = [i for i, line in enumerate(lines) if line.startswith("grading ")]
+    summary = next(i for i, line in enumerate(lines) if "Grade sync: what happened" in line)
+    assert 0 == run.code
+    assert len(progress) >= 3
+    assert max(progress) < summary
+    assert lines[progress[-1]].startswith("grading 40/40 · at Canvas")
+    assert lines[progress[-1]].endswith("s")  # elapsed time: the line was not cut

@@ -547,6 +547,7 @@ async def test_token_absent_from_rendered_tracebacks(
     import structlog
 
     structlog.reset_defaults()
+    structlog.configure()  # an application that uses structlog's defaults
     url, _ = hostile
     async with CanvasClient(
         url, "SECRET-TOKEN-123", throttle=None, policy=RetryPolicy(attempts=1)

@@ -362,7 +362,11 @@ async def test_auth_failures_match_canvas(token: str, message: str, challenge: b
             "/api/v1/courses/101/assignments/101001/submissions/101",
             {"submission[posted_grade]": "banana"},
             400,
-            {"error": "Invalid grade 'banana'."},
+            {
+                "error": "Invalid grade 'banana': this assignment is graded by points; it takes "
+                "points, a percentage or pass/fail. Letter grades need a letter_grade or "
+                "gpa_scale assignment."
+            },
         ),
     ],
 )
@@ -892,3 +896,215 @@ def test_settings_bound_uses_per_route_draws_reservations_and_latency() -> None:
     assert 1.0 + 0.2 == pytest.approx(settings_lower_bound(settings, enrollments))
     assert 0.5 + 0.2 == pytest.approx(settings_lower_bound(settings, courses))
     assert [100.0] * 12 == [call.up_front_cost for call in sample_calls(settings, enrollments)]
+
+
+# ------------------------------------------------- grading types and filters
+
+
+def _points_possible(sim: CanvasSimulator, points: float) -> None:
+    """Give every seeded assignment of course 101 the same points_possible."""
+    for assignment in sim.data.assignments[101]:
+        assignment["points_possible"] = points
+
+
+def test_every_grading_type_is_seeded(sim: CanvasSimulator) -> None:
+    """Course 101's five assignments cover Canvas's five grading types, in a documented order."""
+    kinds = {a["id"]: a["grading_type"] for a in sim.data.assignments[101]}
+
+    expected = {
+        101001: "points",
+        101002: "percent",
+        101003: "letter_grade",
+        101004: "pass_fail",
+        101005: "gpa_scale",
+    }
+    assert expected == kinds
+
+
+@pytest.mark.parametrize(
+    ("assignment", "posted", "grade", "score"),
+    [
+        (101001, "13.5", "13.5", 13.5),
+        (101001, "25", "25", 25.0),  # extra credit is allowed
+        (101001, "85%", "17", 17.0),
+        (101001, "pass", "20", 20.0),
+        (101002, "17", "85%", 17.0),
+        (101002, "85%", "85%", 17.0),
+        (101002, "incomplete", "0%", 0.0),
+        (101003, "A", "A", 20.0),
+        (101003, "b", "B", 17.2),  # the top of B's range, 86%
+        (101003, "A-", "A-", 18.6),
+        (101003, "85%", "B", 17.0),
+        (101003, "17", "B", 17.0),
+        (101004, "complete", "complete", 20.0),
+        (101004, "fail", "incomplete", 0.0),
+        (101004, "20", "complete", 20.0),
+        (101004, "100%", "complete", 20.0),
+        (101005, "3.7", "3.7", 18.6),
+        (101005, "4.0", "4.0", 20.0),
+        (101005, "85%", "3.0", 17.0),
+    ],
+)
+async def test_posted_grade_follows_canvas_rules(
+    http: aiohttp.ClientSession,
+    sim: CanvasSimulator,
+    assignment: int,
+    posted: str,
+    grade: str,
+    score: float,
+) -> None:
+    """Each grading type accepts what Canvas accepts and stores Canvas's grade and score."""
+    _points_possible(sim, 20.0)
+    path = f"/api/v1/courses/101/assignments/{assignment}/submissions/101"
+
+    async with http.put(path, data={"submission[posted_grade]": posted}) as response:
+        body = await response.json()
+
+    assert (200, grade, score, "graded") == (
+        response.status,
+        body["grade"],
+        body["score"],
+        body["workflow_state"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("assignment", "posted", "says"),
+    [
+        (101001, "A", "graded by points"),
+        (101002, "B+", "graded by percent"),
+        (101003, "Z", "grade of the scheme (A, A-, B+"),
+        (101004, "10", "pass_fail assignment takes"),
+        (101004, "A", "pass_fail assignment takes"),
+        (101005, "A", "grade of the scheme (4.0, 3.7"),
+        (101001, "Pass", "graded by points"),  # Canvas matches pass/fail case-sensitively
+    ],
+)
+async def test_posted_grade_canvas_rejects_is_a_400_error(
+    http: aiohttp.ClientSession, sim: CanvasSimulator, assignment: int, posted: str, says: str
+) -> None:
+    """A grade the assignment cannot take is Canvas's 400 {"error": ...}, and nothing changes."""
+    _points_possible(sim, 20.0)
+    path = f"/api/v1/courses/101/assignments/{assignment}/submissions/101"
+
+    async with http.put(path, data={"submission[posted_grade]": posted}) as response:
+        body = await response.json()
+
+    assert (400, ["error"]) == (response.status, list(body))
+    assert says in body["error"]
+    assert None is sim.data.submissions[(101, assignment)][101]["grade"]
+    assert 0 == sim.stats.applied_writes
+
+
+async def test_empty_posted_grade_clears_the_grade(http: aiohttp.ClientSession) -> None:
+    """An empty posted_grade removes the grade and score, as in Canvas."""
+    path = "/api/v1/courses/101/assignments/101003/submissions/101"
+    async with http.put(path, data={"submission[posted_grade]": "A"}):
+        pass
+
+    async with http.put(path, data={"submission[posted_grade]": ""}) as response:
+        body = await response.json()
+
+    assert (200, None, None) == (response.status, body["grade"], body["score"])
+
+
+async def test_update_grades_applies_the_grading_rules(http: aiohttp.ClientSession) -> None:
+    """A bulk update takes letter grades on a letter-graded assignment and fails on a points one."""
+    finals = []
+    for assignment in (101003, 101001):
+        async with http.post(
+            f"/api/v1/courses/101/assignments/{assignment}/submissions/update_grades",
+            data={"grade_data[101][posted_grade]": "A"},
+        ) as response:
+            progress = await response.json()
+        for _ in range(2):
+            _, _, polled = await _get(http, f"/api/v1/progress/{progress['id']}")
+        finals.append(polled["workflow_state"])
+
+    assert ["completed", "failed"] == finals
+    assert "graded by points" in polled["message"]
+
+
+async def _enrollments(http: aiohttp.ClientSession, **params: Any) -> list[dict[str, Any]]:
+    status, _, body = await _get(http, "/api/v1/courses/101/enrollments", per_page="100", **params)
+    assert 200 == status
+    return list(body)
+
+
+@pytest.mark.parametrize(
+    ("params", "types", "count"),
+    [
+        ({}, {"StudentEnrollment", "TeacherEnrollment"}, 41),
+        ({"type[]": "StudentEnrollment"}, {"StudentEnrollment"}, 40),
+        ({"type": "TeacherEnrollment"}, {"TeacherEnrollment"}, 1),
+        ({"role[]": "TeacherEnrollment", "type[]": "StudentEnrollment"}, {"TeacherEnrollment"}, 1),
+        ({"type[]": "TaEnrollment"}, set(), 0),
+        ({"user_id": "105"}, {"StudentEnrollment"}, 1),
+        ({"user_id": "sis_user_id:sis-105"}, {"StudentEnrollment"}, 1),
+        ({"sis_user_id[]": "sis-105"}, {"StudentEnrollment"}, 1),
+    ],
+)
+async def test_enrollment_filters(
+    http: aiohttp.ClientSession, params: dict[str, str], types: set[str], count: int
+) -> None:
+    """type[], role[] (which wins over type[]), user_id and sis_user_id[] filter the roster."""
+    listed = await _enrollments(http, **params)
+
+    assert (types, count) == ({e["type"] for e in listed}, len(listed))
+
+
+async def test_enrollment_state_filter_and_default(http: aiohttp.ClientSession) -> None:
+    """Without state[] only active and invited enrollments are listed; state[] picks others."""
+    async with http.delete("/api/v1/courses/101/enrollments/2") as response:
+        assert "completed" == (await response.json())["enrollment_state"]
+    async with http.post(
+        "/api/v1/courses/101/enrollments", data={"enrollment[user_id]": "150"}
+    ) as response:
+        invited = await response.json()
+
+    listed = {e["id"] for e in await _enrollments(http)}
+    completed = [e["id"] for e in await _enrollments(http, **{"state[]": "completed"})]
+
+    assert "invited" == invited["enrollment_state"]
+    assert (False, True) == (2 in listed, invited["id"] in listed)
+    assert [2] == completed
+
+
+async def test_course_filters(http: aiohttp.ClientSession) -> None:
+    """enrollment_type and state[] filter the token user's courses."""
+    _, _, teaching = await _get(http, "/api/v1/courses", enrollment_type="teacher")
+    _, _, studying = await _get(http, "/api/v1/courses", enrollment_type="student")
+    _, _, deleted = await _get(http, "/api/v1/courses", **{"state[]": "deleted"})
+
+    assert ([101, 102, 103], [], []) == ([c["id"] for c in teaching], studying, deleted)
+
+
+async def test_assignment_filters(http: aiohttp.ClientSession) -> None:
+    """search_term, assignment_ids[] and order_by narrow and order the assignments."""
+    async with http.post(
+        "/api/v1/courses/101/assignments",
+        data={"assignment[name]": "Essay", "assignment[grading_type]": "letter_grade"},
+    ) as response:
+        created = await response.json()
+    _, _, found = await _get(http, "/api/v1/courses/101/assignments", search_term="ESS")
+    async with http.get(
+        "/api/v1/courses/101/assignments",
+        params=[("assignment_ids[]", "101002"), ("assignment_ids[]", "101004")],
+    ) as response:
+        chosen = await response.json()
+    _, _, by_name = await _get(http, "/api/v1/courses/101/assignments", order_by="name")
+
+    assert ("letter_grade", ["Essay"]) == (created["grading_type"], [a["name"] for a in found])
+    assert [101002, 101004] == [a["id"] for a in chosen]
+    assert "Assignment 1" == by_name[0]["name"]
+    assert "Essay" == by_name[-1]["name"]
+
+
+async def test_submissions_include_user(http: aiohttp.ClientSession) -> None:
+    """include[]=user adds each submission's user, as Canvas does."""
+    _, _, plain = await _get(http, "/api/v1/courses/101/assignments/101001/submissions")
+    _, _, with_user = await _get(
+        http, "/api/v1/courses/101/assignments/101001/submissions", **{"include[]": "user"}
+    )
+
+    assert ("user" in plain[0], 101) == (False, with_user[0]["user"]["id"])

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import random
 import secrets
 import time
@@ -31,11 +30,14 @@ from yarl import URL
 
 from resilient_canvas.testing._bucket import LeakyBucket
 from resilient_canvas.testing._data import (
+    TEACHER_ID,
     CanvasData,
     generate,
     new_enrollment,
+    scheme_for,
 )
 from resilient_canvas.testing._faults import Fault, FaultPicker
+from resilient_canvas.testing._grading import GRADING_TYPES, GradeError, grade
 from resilient_canvas.testing._pagination import bookmark_page, ordinal_page
 from resilient_canvas.testing._params import parse_nested
 from resilient_canvas.testing._settings import (
@@ -339,7 +341,22 @@ class CanvasApp:
         r.add_get("/api/v1/progress/{progress_id}", self._get_progress)
 
     async def _list_courses(self, request: web.Request) -> web.Response:
-        return ordinal_page(request, list(self.data.courses.values()))
+        params = _query(request)
+        courses = list(self.data.courses.values())
+        kind = _ENROLLMENT_TYPES.get(str(params.get("enrollment_type", "")))
+        if kind is not None:
+            # The token's user is the teacher of every course and nothing else.
+            mine = {
+                course_id
+                for course_id, roster in self.data.enrollments.items()
+                for e in roster
+                if e["user_id"] == TEACHER_ID and e["type"] == kind
+            }
+            courses = [c for c in courses if c["id"] in mine]
+        states = _listed(params.get("state"))
+        if states:
+            courses = [c for c in courses if c["workflow_state"] in states]
+        return ordinal_page(request, courses)
 
     async def _get_course(self, request: web.Request) -> web.Response:
         course = self.data.courses.get(_int(request.match_info["course_id"]))
@@ -363,7 +380,8 @@ class CanvasApp:
         course_id = _int(request.match_info["course_id"])
         if course_id not in self.data.courses:
             return _not_found()
-        return bookmark_page(request, self.data.enrollments.get(course_id, []))
+        roster = _filter_enrollments(self.data, self.data.enrollments.get(course_id, []), request)
+        return bookmark_page(request, roster)
 
     async def _create_enrollment(self, request: web.Request) -> web.Response:
         course_id = _int(request.match_info["course_id"])
@@ -377,8 +395,14 @@ class CanvasApp:
         if user_id not in self.data.users:
             return _not_found()
         kind = str(enrollment.get("type", "StudentEnrollment"))
+        if kind not in _ENROLLMENT_TYPES.values():
+            return web.json_response({"message": "Invalid type"}, status=400)
+        # Canvas invites unless told otherwise; invited enrollments are listed by default.
+        state = str(enrollment.get("enrollment_state", "invited"))
+        if state not in ("active", "invited", "inactive"):
+            state = "invited"
         self._record_write(("enroll", course_id, user_id, kind), idempotent=False)
-        return web.json_response(new_enrollment(self.data, course_id, user_id, kind))
+        return web.json_response(new_enrollment(self.data, course_id, user_id, kind, state))
 
     async def _end_enrollment(self, request: web.Request) -> web.Response:
         roster = self.data.enrollments.get(_int(request.match_info["course_id"]), [])
@@ -397,7 +421,17 @@ class CanvasApp:
         course_id = _int(request.match_info["course_id"])
         if course_id not in self.data.courses:
             return _not_found()
-        return ordinal_page(request, self.data.assignments.get(course_id, []))
+        params = _query(request)
+        assignments = list(self.data.assignments.get(course_id, []))
+        term = str(params.get("search_term", "")).casefold()
+        if term:
+            assignments = [a for a in assignments if term in a["name"].casefold()]
+        wanted = {_int(str(i)) for i in _listed(params.get("assignment_ids"))}
+        if wanted:
+            assignments = [a for a in assignments if a["id"] in wanted]
+        if params.get("order_by") == "name":
+            assignments.sort(key=lambda a: (a["name"].casefold(), a["id"]))
+        return ordinal_page(request, assignments)
 
     async def _create_assignment(self, request: web.Request) -> web.Response:
         course_id = _int(request.match_info["course_id"])
@@ -411,14 +445,24 @@ class CanvasApp:
         if not name:
             error = {"attribute": "name", "type": "blank", "message": "can't be blank"}
             return web.json_response({"errors": {"name": [error]}}, status=422)
+        kind = str(assignment.get("grading_type", "points"))
+        if kind not in GRADING_TYPES:
+            error = {"attribute": "grading_type", "type": "inclusion", "message": "is not included"}
+            return web.json_response({"errors": {"grading_type": [error]}}, status=400)
+        try:
+            possible = float(assignment.get("points_possible", 100.0))
+        except (TypeError, ValueError):
+            possible = 0.0
         existing = self.data.assignments.setdefault(course_id, [])
         assignment_id = course_id * 1000 + len(existing) + 1
         created = {
             "id": assignment_id,
             "course_id": course_id,
             "name": name,
-            "points_possible": 100.0,
-            "grading_type": "points",
+            "position": len(existing) + 1,
+            "points_possible": possible,
+            "grading_type": kind,
+            "grading_standard_id": None,
         }
         self._record_write(("assignment", course_id, name), idempotent=False)
         existing.append(created)
@@ -429,11 +473,21 @@ class CanvasApp:
         course_id = _int(request.match_info["course_id"])
         return self.data.submissions.get((course_id, _int(request.match_info["assignment_id"])))
 
+    def _assignment(self, request: web.Request) -> dict[str, Any] | None:
+        course_id = _int(request.match_info["course_id"])
+        wanted = _int(request.match_info["assignment_id"])
+        return next(
+            (a for a in self.data.assignments.get(course_id, []) if a["id"] == wanted), None
+        )
+
     async def _list_submissions(self, request: web.Request) -> web.Response:
         submissions = self._submissions(request)
         if submissions is None:
             return _not_found()
-        return ordinal_page(request, list(submissions.values()))
+        items = list(submissions.values())
+        if "user" in _listed(_query(request).get("include")):
+            items = [{**s, "user": self.data.users.get(s["user_id"])} for s in items]
+        return ordinal_page(request, items)
 
     async def _grade_submission(self, request: web.Request) -> web.Response:
         submissions = self._submissions(request)
@@ -442,21 +496,30 @@ class CanvasApp:
             return _not_found()
         params = await _params(request)
         submission_params = params.get("submission")
-        grade = (
+        posted = (
             submission_params.get("posted_grade") if isinstance(submission_params, dict) else None
         )
-        if grade is None:
+        if posted is None:
             return web.json_response({"errors": [{"message": "submission is missing"}]}, status=400)
-        score = _score(grade)
-        if score is None:
-            return web.json_response({"error": f"Invalid grade {grade!r}."}, status=400)
-        key = ("grade", request.match_info["assignment_id"], user_id, str(grade))
+        assignment = self._assignment(request)
+        assert assignment is not None  # submissions exist only for existing assignments
+        try:
+            self._apply_grade(assignment, submissions[user_id], str(posted))
+        except GradeError as error:
+            return web.json_response({"error": str(error)}, status=400)
+        key = ("grade", request.match_info["assignment_id"], user_id, str(posted))
         self._record_write(key, idempotent=True)
-        submission = submissions[user_id]
-        submission.update(
-            score=score, grade=str(grade), posted_grade=str(grade), workflow_state="graded"
-        )
-        return web.json_response(submission)
+        return web.json_response(submissions[user_id])
+
+    def _apply_grade(
+        self, assignment: dict[str, Any], submission: dict[str, Any], posted: str
+    ) -> None:
+        """Grade *submission* by Canvas's rules; an empty grade clears it, as in Canvas."""
+        if posted == "":
+            submission.update(score=None, grade=None, posted_grade=None)
+            return
+        text, score = grade(assignment, posted, scheme_for(self.data, assignment))
+        submission.update(score=score, grade=text, posted_grade=posted, workflow_state="graded")
 
     async def _update_grades(self, request: web.Request) -> web.Response:
         submissions = self._submissions(request)
@@ -486,6 +549,7 @@ class CanvasApp:
         self.data.progress[progress_id] = {
             "progress": progress,
             "submissions": submissions,
+            "assignment": self._assignment(request),
             "grade_data": grade_data,
         }
         return web.json_response(progress)
@@ -506,14 +570,13 @@ class CanvasApp:
         progress, submissions = entry["progress"], entry["submissions"]
         for raw_user, values in entry["grade_data"].items():
             user_id = _resolve_user(str(raw_user), self.data)
-            grade = values.get("posted_grade") if isinstance(values, dict) else None
-            score = _score(grade) if grade is not None else None
-            if user_id in submissions and score is not None:
-                submissions[user_id].update(
-                    score=score, grade=str(grade), posted_grade=str(grade), workflow_state="graded"
-                )
-            else:
-                progress.update(workflow_state="failed", message=f"Could not grade {raw_user}.")
+            posted = values.get("posted_grade") if isinstance(values, dict) else None
+            try:
+                if user_id not in submissions or posted is None:
+                    raise GradeError(f"Could not grade {raw_user}.")
+                self._apply_grade(entry["assignment"], submissions[user_id], str(posted))
+            except GradeError as error:
+                progress.update(workflow_state="failed", message=str(error))
                 return
         progress.update(workflow_state="completed", completion=100)
 
@@ -602,13 +665,52 @@ def _resolve_user(raw: str, data: CanvasData) -> int:
     return _int(raw)
 
 
-def _score(grade: Any) -> float | None:
-    text = str(grade).strip().rstrip("%")
-    try:
-        score = float(text)
-    except ValueError:
-        return None
-    return score if math.isfinite(score) and score >= 0 else None
+_ENROLLMENT_TYPES = {
+    "student": "StudentEnrollment",
+    "teacher": "TeacherEnrollment",
+    "ta": "TaEnrollment",
+    "observer": "ObserverEnrollment",
+    "designer": "DesignerEnrollment",
+}
+
+#: Listed when ``state[]`` is omitted (Canvas, for a caller who is not an account admin).
+_DEFAULT_ENROLLMENT_STATES = frozenset({"active", "invited"})
+
+
+def _query(request: web.Request) -> dict[str, Any]:
+    return parse_nested(request.query.items())
+
+
+def _listed(value: Any) -> list[str]:
+    """Canvas's ``Array.wrap``: ``type[]=a&type[]=b``, ``type=a`` and nothing all work."""
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _filter_enrollments(
+    data: CanvasData, roster: list[dict[str, Any]], request: web.Request
+) -> list[dict[str, Any]]:
+    """Apply the List enrollments filters Canvas documents: role, type, state, user, SIS id."""
+    params = _query(request)
+    states = set(_listed(params.get("state"))) or _DEFAULT_ENROLLMENT_STATES
+    chosen = [e for e in roster if e["enrollment_state"] in states]
+    roles = set(_listed(params.get("role")))
+    types = set(_listed(params.get("type")))
+    # Canvas ignores type[] when role[] is given.
+    if roles:
+        chosen = [e for e in chosen if e["role"] in roles]
+    elif types:
+        chosen = [e for e in chosen if e["type"] in types]
+    if "user_id" in params:
+        raw = str(params["user_id"])
+        user_id = TEACHER_ID if raw == "self" else _resolve_user(raw, data)
+        chosen = [e for e in chosen if e["user_id"] == user_id]
+    sis_ids = set(_listed(params.get("sis_user_id")))
+    if sis_ids:
+        users = {u["id"] for u in data.users.values() if u["sis_user_id"] in sis_ids}
+        chosen = [e for e in chosen if e["user_id"] in users]
+    return chosen
 
 
 class CanvasSimulator:
