@@ -211,7 +211,7 @@ def test_request_building_with_aioresponses() -> None:
 
 
 def test_canvas_parameter_encoding() -> None:
-    """Dicts nest, lists get [], dicts in lists get [][k], None drops, dates are ISO."""
+    """Dicts nest, lists get [], dicts in lists get indices [0][k], None drops, dates are ISO."""
     params = {
         "user": {"name": "Jo", "sis": {"id": 5}},
         "include": ["a", "b"],
@@ -229,8 +229,8 @@ def test_canvas_parameter_encoding() -> None:
         ("include[]", "b"),
         ("flag", "true"),
         ("when", "2026-01-02T03:04:05+00:00"),
-        ("rows[][a]", "1"),
-        ("rows[][a]", "2"),
+        ("rows[0][a]", "1"),
+        ("rows[1][a]", "2"),
         ("sub[k][]", "x"),
     ] == encode_params(params)
     with pytest.raises(TypeError, match="cannot take"):
