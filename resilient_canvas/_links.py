@@ -23,6 +23,7 @@ _REL_TOKEN = re.compile(r'[^\s"<>,;=]+')
 #: as the relations it names, so a broken ``next`` is reported, never dropped.
 _LOOSE_REL = re.compile(r"(?i)\brel\s*=([^;]*)")
 _WORD = re.compile(r"[a-z][a-z0-9.\-]*")
+_ENTRY_START = re.compile(r",(?=\s*<)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ def parse_links(values: Iterable[str], base: URL) -> ParsedLinks:
     """
     parsed = ParsedLinks()
     for value in values:
-        for entry in _split_outside_quotes(value, ","):
+        for entry in _split_entries(value):
             if entry.strip():
                 _read_entry(entry.strip(), base, parsed)
     for rel in parsed.errors:
@@ -119,6 +120,20 @@ def _resolve(target: str, base: URL) -> tuple[URL, str | None]:
 def _loose_rels(entry: str) -> list[str]:
     return [
         word for match in _LOOSE_REL.finditer(entry) for word in _WORD.findall(match[1].lower())
+    ]
+
+
+def _split_entries(value: str) -> list[str]:
+    """Split a header value into entries, so that a broken entry stays alone.
+
+    A comma followed by ``<`` always starts an entry: ``<`` cannot appear in a
+    URL or a relation, so an unclosed ``<`` or quote before it belongs to the
+    broken entry and must not swallow the next one.
+    """
+    return [
+        entry
+        for chunk in _ENTRY_START.split(value)
+        for entry in _split_outside_quotes(chunk, ",")
     ]
 
 
