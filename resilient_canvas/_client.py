@@ -270,6 +270,11 @@ class CanvasClient:
             # Timeout and User-Agent go with each request: a caller's session
             # gets them too.
             self._session = aiohttp.ClientSession()
+            # aiohttp silently resends a GET, PUT or DELETE once when the
+            # connection drops, even one declared idempotent=False: the retry
+            # layer alone decides what is repeated (a caller's session keeps
+            # aiohttp's behaviour).
+            self._session._retry_connection = False
         self._state = ClientState.OPENED
         return self._session
 

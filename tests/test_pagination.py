@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -95,10 +96,14 @@ async def test_malformed_next_is_an_invalid_response(
     bad = MALFORMED_NEXT[name]
     url = await serve("/api/v1/items", _paged(lambda base, n: bad.format(base=base)))
     seen: list[int] = []
+
+    async def read(listing: AsyncIterator[Any]) -> None:
+        async for item in listing:
+            seen.append(item["page"])
+
     async with _client(url) as client:
         with pytest.raises(exc.InvalidResponse, match="next entry that cannot be followed"):
-            async for item in client.paginate("items"):
-                seen.append(item["page"])
+            await read(client.paginate("items"))
 
     assert [1] == seen
 
@@ -164,10 +169,14 @@ async def test_max_pages_stops_an_endless_listing(
         "/api/v1/items", _paged(lambda base, n: f'<{base}?page={n + 1}>; rel="next"', 10**9)
     )
     seen: list[int] = []
+
+    async def read(listing: AsyncIterator[Any]) -> None:
+        async for item in listing:
+            seen.append(item["page"])
+
     async with _client(url) as client:
         with pytest.raises(exc.InvalidResponse, match="after max_pages=5 pages"):
-            async for item in client.paginate("items", max_pages=5):
-                seen.append(item["page"])
+            await read(client.paginate("items", max_pages=5))
         exact = [
             item["page"] async for item in client.paginate("items?page=999999999", max_pages=2)
         ]
