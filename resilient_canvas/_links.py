@@ -131,9 +131,7 @@ def _split_entries(value: str) -> list[str]:
     broken entry and must not swallow the next one.
     """
     return [
-        entry
-        for chunk in _ENTRY_START.split(value)
-        for entry in _split_outside_quotes(chunk, ",")
+        entry for chunk in _ENTRY_START.split(value) for entry in _split_outside_quotes(chunk, ",")
     ]
 
 
