@@ -3,6 +3,12 @@
 Outcomes are the point of a bulk run, so nothing but cancellation discards
 them: an exception from the ``on_progress`` callback or from the items
 iterator is recorded on the result (and logged), not raised through the run.
+
+Failures are kept lean: a classified ``CanvasException`` is stored without
+its traceback (and its causes' tracebacks). Those frames are the library's
+own plumbing, the error's attributes say what failed, and each traceback
+holds ~11 KB: 10,000 failed calls would otherwise keep 160 MB. Any other
+exception (a bug in the caller's function) keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Generic, TypeVar
 import structlog
 
 from resilient_canvas._http import format_traceback
+from resilient_canvas.exceptions import CanvasException
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -157,7 +164,7 @@ class _Run(Generic[T, R]):
             try:
                 self.outcomes[index] = Outcome(index, item, result=await self.func(item))
             except Exception as exc:
-                self.outcomes[index] = Outcome(index, item, error=exc)
+                self.outcomes[index] = Outcome(index, item, error=_lean(exc))
                 self.failed += 1
             finally:
                 self.in_flight -= 1
@@ -194,3 +201,15 @@ class _Run(Generic[T, R]):
                 error=type(exc).__name__,
                 exception=format_traceback(exc),
             )
+
+
+def _lean(error: Exception) -> Exception:
+    """Drop the tracebacks of a classified error and of its causes (see the module doc)."""
+    if isinstance(error, CanvasException):
+        link: BaseException | None = error
+        seen: set[int] = set()
+        while link is not None and id(link) not in seen:
+            seen.add(id(link))
+            link.__traceback__ = None
+            link = link.__cause__ or link.__context__
+    return error

@@ -50,8 +50,10 @@ Timeout = aiohttp.ClientTimeout | float | dt.timedelta | None
 
 API_PREFIX = "/api/v1/"
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
-#: Largest body read by default; a Canvas page of 100 items is a few megabytes at most.
-DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
+#: Largest body read by default, once decoded; a Canvas page of 100 items is a
+#: few megabytes at most. It is also what a hostile body (a gzip bomb) can
+#: cost before it is refused; raise it to download larger files or reports.
+DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
 #: Paths whose resolution is remembered per client: enough for the few paths a
 #: script repeats (a listing, a progress poll), small enough to stay flat when a
 #: bulk job touches a new path per student.
@@ -166,8 +168,9 @@ class CanvasClient:
         sleep: How waits pass.
         redis_url: With the shared throttle, keep its state in Redis so that
             every process using this token paces together.
-        max_body_size: Largest response body read, in bytes; a larger one
-            raises ``InvalidResponse`` instead of filling memory.
+        max_body_size: Largest response body read, in bytes once decoded
+            (32 MiB); a larger one raises ``InvalidResponse`` instead of
+            filling memory. Error bodies keep only their first 64 KiB.
 
     Raises:
         ValueError: If *base_url* is not an absolute http(s) URL or the token is empty.

@@ -8,6 +8,7 @@ from unittest.mock import ANY
 
 from structlog.testing import capture_logs
 
+from resilient_canvas import exceptions as exc
 from resilient_canvas._bulk import BulkProgress, run_bulk
 
 
@@ -82,3 +83,23 @@ async def test_call_failures_stay_outcomes() -> None:
     assert [0, None, 2, None, 4, None] == result.results
     assert [1, 3, 5] == [outcome.index for outcome in result.failures]
     assert result.complete
+
+
+async def test_classified_failures_are_kept_without_tracebacks() -> None:
+    """A CanvasException outcome drops its (and its cause's) traceback; a bug keeps its own."""
+
+    async def fail(value: int) -> int:
+        try:
+            raise OSError("connection reset")
+        except OSError as cause:
+            if value:
+                raise exc.ConnectionDropped("the connection was lost") from cause
+            raise KeyError("a bug in the caller's function") from cause
+
+    result = await run_bulk(fail, [1, 0], concurrency=1)
+    classified, bug = (outcome.error for outcome in result)
+
+    assert isinstance(classified, exc.ConnectionDropped)
+    assert (None, None) == (classified.__traceback__, classified.__cause__.__traceback__)
+    assert isinstance(bug, KeyError)
+    assert bug.__traceback__ is not None
