@@ -866,3 +866,12 @@ async def test_aclose_fails_calls_in_flight_with_a_canvas_exception(
         await asyncio.wait_for(task, 2)
 
     assert not raised.value.retryable
+
+
+async def test_head_of_a_large_resource_is_not_too_large(sim: CanvasSimulator) -> None:
+    """HEAD declares a Content-Length larger than max_body_size but sends no body."""
+    async with CanvasClient(sim.base_url, sim.token, max_body_size=10) as client:
+        response = await client.request("HEAD", "courses/101")
+
+    assert (200, b"") == (response.status, response.content)
+    assert int(response.headers["Content-Length"]) > 10
