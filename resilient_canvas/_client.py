@@ -282,7 +282,12 @@ class CanvasClient:
         return self._session
 
     async def aclose(self) -> None:
-        """Close the client and the session it created. Safe to call twice."""
+        """Close the client and the session it created. Safe to call twice.
+
+        Calls still in flight are not waited for: their connections close and
+        each fails with a :class:`TransportError` saying the client was closed
+        (not retried). Await every call before closing.
+        """
         if self._state is ClientState.CLOSED:
             return
         self._state = ClientState.CLOSED
