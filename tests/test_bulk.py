@@ -100,6 +100,7 @@ async def test_classified_failures_are_kept_without_tracebacks() -> None:
     classified, bug = (outcome.error for outcome in result)
 
     assert isinstance(classified, exc.ConnectionDropped)
+    assert isinstance(classified.__cause__, OSError)
     assert (None, None) == (classified.__traceback__, classified.__cause__.__traceback__)
     assert isinstance(bug, KeyError)
     assert bug.__traceback__ is not None

@@ -796,7 +796,7 @@ async def test_per_call_timeout_and_deadline(odd: tuple[str, dict[str, Any]]) ->
         with pytest.raises(exc.ReadTimeout):
             await asyncio.wait_for(client.get("hang", timeout=0.05), 2)
         with pytest.raises(exc.ReadTimeout):
-            await asyncio.wait_for(anext(client.paginate("hang", timeout=0.05)), 2)  # type: ignore[arg-type]
+            await asyncio.wait_for(anext(client.paginate("hang", timeout=0.05)), 2)
     async with CanvasClient(url, "tok", throttle=None) as client:
         with pytest.raises(exc.RequestTimeout) as raised:
             await asyncio.wait_for(client.request("GET", "hang", deadline=0.05), 2)

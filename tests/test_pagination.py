@@ -190,7 +190,7 @@ async def test_max_pages_must_be_positive() -> None:
     """max_pages=0 is a programming error, raised before any request."""
     client = _client("http://127.0.0.1:9")
     with pytest.raises(ValueError, match="max_pages"):
-        await anext(client.paginate("items", max_pages=0))  # type: ignore[arg-type]
+        await anext(client.paginate("items", max_pages=0))
 
 
 BASE = URL("https://canvas.test/canvas/api/v1/courses?page=1")
