@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import enum
 import ipaddress
 import json
@@ -17,6 +19,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from resilient_canvas._body import read_body, read_error_body, too_large
 from resilient_canvas._bulk import BulkProgress, BulkResult, run_bulk
 from resilient_canvas._encoding import Params, encode_params
 from resilient_canvas._http import (
@@ -25,24 +28,32 @@ from resilient_canvas._http import (
     redact_url,
     token_fingerprint,
 )
-from resilient_canvas._policy import RetryBudget, RetryPolicy
+from resilient_canvas._links import parse_links
+from resilient_canvas._policy import RetryBudget, RetryPolicy, Seconds
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
 from resilient_canvas._throttle import Observation, Throttle, throttle_for
 from resilient_canvas.exceptions import (
+    CanvasException,
     InvalidResponse,
     ProgressFailed,
     RequestTimeout,
+    TransportError,
     classify_response,
 )
 
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: A timeout as aiohttp takes it, or seconds (a number or a ``timedelta``) for
+#: both connecting and each read, as httpx reads ``timeout=5.0``.
+Timeout = aiohttp.ClientTimeout | float | dt.timedelta | None
+
 API_PREFIX = "/api/v1/"
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
-#: Largest body read by default; a Canvas page of 100 items is a few megabytes at most.
-DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
-_CHUNK = 256 * 1024
+#: Largest body read by default, once decoded; a Canvas page of 100 items is a
+#: few megabytes at most. It is also what a hostile body (a gzip bomb) can
+#: cost before it is refused; raise it to download larger files or reports.
+DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
 #: Paths whose resolution is remembered per client: enough for the few paths a
 #: script repeats (a listing, a progress poll), small enough to stay flat when a
 #: bulk job touches a new path per student.
@@ -65,16 +76,21 @@ class ClientState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class CanvasResponse:
-    """A decoded Canvas response.
+    """A Canvas response.
 
     Attributes:
         status: The HTTP status.
         headers: The response headers.
-        data: The decoded JSON body (None for an empty body).
+        data: The decoded JSON body; None for an empty body, or for a body
+            that is not JSON when it came from :meth:`CanvasClient.request`.
         url: The request URL without credentials.
-        links: Link header URLs by relation (``next``, ``last``...).
+        links: Link header URLs by relation (``next``, ``last``...), absolute.
         rate_limit_remaining: ``X-Rate-Limit-Remaining``, if sent.
         request_cost: ``X-Request-Cost``, if sent.
+        content: The body as bytes (decoded from gzip, deflate or br): a CSV
+            report or a file downloaded with :meth:`CanvasClient.request`.
+        link_errors: Why a relation of the ``Link`` header could not be used
+            (malformed, not http(s), two targets), by relation.
     """
 
     status: int
@@ -84,11 +100,24 @@ class CanvasResponse:
     links: dict[str, URL]
     rate_limit_remaining: float | None
     request_cost: float | None
+    content: bytes = b""
+    link_errors: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def next_url(self) -> URL | None:
         """The ``rel="next"`` link, if any."""
         return self.links.get("next")
+
+    def text(self, encoding: str | None = None) -> str:
+        """The body as text, in *encoding*, else the charset sent, else UTF-8.
+
+        Bytes that do not decode are replaced, never raised on.
+        """
+        charset = encoding or _charset(self.headers.get("Content-Type", "")) or "utf-8"
+        try:
+            return self.content.decode(charset, errors="replace")
+        except LookupError:  # a charset Python does not know
+            return self.content.decode("utf-8", errors="replace")
 
 
 def route_template(path: str) -> str:
@@ -126,17 +155,22 @@ class CanvasClient:
         throttle: ``"shared"`` (default) paces with the process-wide throttle
             for this token and origin; a :class:`Throttle` uses that one; None
             disables pacing.
-        timeout: aiohttp timeouts for connecting and reading; the per-attempt
-            total comes from the policy.
-        per_page: ``per_page`` sent by :meth:`paginate` (Canvas caps it at 100).
+        timeout: Seconds (a number or a ``timedelta``) allowed for connecting
+            and for each read, or an ``aiohttp.ClientTimeout``; None for none.
+            The per-attempt total comes from the policy. Applied to every
+            request, also with a session of your own.
+        per_page: ``per_page`` sent by :meth:`paginate` (Canvas caps it at
+            100) unless the call's params name one.
         session: An aiohttp session to use; it is left open on close.
-        user_agent: The User-Agent header.
+        user_agent: The User-Agent header, sent with every request (also
+            with a session of your own).
         clock: Time source for deadlines (inject a fake one in tests).
         sleep: How waits pass.
         redis_url: With the shared throttle, keep its state in Redis so that
             every process using this token paces together.
-        max_body_size: Largest response body read, in bytes; a larger one
-            raises ``InvalidResponse`` instead of filling memory.
+        max_body_size: Largest response body read, in bytes once decoded
+            (32 MiB); a larger one raises ``InvalidResponse`` instead of
+            filling memory. Error bodies keep only their first 64 KiB.
 
     Raises:
         ValueError: If *base_url* is not an absolute http(s) URL or the token is empty.
@@ -149,7 +183,7 @@ class CanvasClient:
         *,
         policy: RetryPolicy | None = None,
         throttle: Throttle | Literal["shared"] | None = "shared",
-        timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+        timeout: Timeout = DEFAULT_TIMEOUT,
         per_page: int = 100,
         session: aiohttp.ClientSession | None = None,
         user_agent: str | None = None,
@@ -174,9 +208,11 @@ class CanvasClient:
                 InsecureURLWarning,
                 stacklevel=2,
             )
-        self._base = (
-            base.with_path(base.path.rstrip("/") or "/").with_query(None).with_fragment(None)
-        )
+        #: Canvas served under a path (``https://host/canvas/``): every API path
+        #: lives below it. The base keeps a trailing slash so that a relative
+        #: reference resolves below the prefix too.
+        self._prefix = base.path.rstrip("/")
+        self._base = base.with_path(self._prefix + "/").with_query(None).with_fragment(None)
         self._origin = origin_of(base)
         self._auth = {"Authorization": f"Bearer {access_token}"}
         self.fingerprint = token_fingerprint(access_token)
@@ -192,7 +228,7 @@ class CanvasClient:
         self.budget = self.throttle.budget if self.throttle else budget
         self.per_page = per_page
         self.max_body_size = max_body_size
-        self._timeout = timeout
+        self._timeout = client_timeout(timeout)
         self._user_agent = user_agent or "resilient-canvas"
         self._session = session
         self._owns_session = session is None
@@ -234,14 +270,24 @@ class CanvasClient:
         if self._state is ClientState.CLOSED:
             raise RuntimeError("This CanvasClient is closed; create a new one.")
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout, headers={"User-Agent": self._user_agent}
-            )
+            # Timeout and User-Agent go with each request: a caller's session
+            # gets them too.
+            self._session = aiohttp.ClientSession()
+            # aiohttp silently resends a GET, PUT or DELETE once when the
+            # connection drops, even one declared idempotent=False: the retry
+            # layer alone decides what is repeated (a caller's session keeps
+            # aiohttp's behaviour).
+            self._session._retry_connection = False
         self._state = ClientState.OPENED
         return self._session
 
     async def aclose(self) -> None:
-        """Close the client and the session it created. Safe to call twice."""
+        """Close the client and the session it created. Safe to call twice.
+
+        Calls still in flight are not waited for: their connections close and
+        each fails with a :class:`TransportError` saying the client was closed
+        (not retried). Await every call before closing.
+        """
         if self._state is ClientState.CLOSED:
             return
         self._state = ClientState.CLOSED
@@ -267,8 +313,15 @@ class CanvasClient:
         data: Params | None = None,
         json: Any = None,
         idempotent: bool | None = None,
+        timeout: Timeout = None,  # noqa: ASYNC109 - httpx's per-call timeout=
+        deadline: Seconds | None = None,
     ) -> CanvasResponse:
         """Send one request with pacing, retries and classification.
+
+        Unlike the verbs, which promise JSON, this returns any successful
+        answer: a body that is not JSON (a CSV report, a file) leaves ``data``
+        None and is read from ``content`` or ``text()``. A body declared
+        ``application/json`` that does not decode still raises.
 
         Args:
             method: The HTTP method.
@@ -279,9 +332,13 @@ class CanvasClient:
             json: A JSON body (instead of *data*).
             idempotent: Declare whether the request may be repeated after a
                 failure that may have been applied; by default, by method.
+            timeout: This call's connect and read timeouts (see the client's
+                ``timeout``); None uses the client's.
+            deadline: Seconds allowed for the whole call, retries and waits
+                included; None uses the policy's.
 
         Returns:
-            The decoded response.
+            The response.
 
         Raises:
             CanvasException: The classified failure once retrying stopped.
@@ -289,11 +346,21 @@ class CanvasClient:
             RuntimeError: If the client is closed.
         """
         url = self._resolve(path)
-        return await self._send(method.upper(), url, params, data, json, idempotent)
+        call = _call_options(idempotent, timeout, deadline, expect_json=False)
+        return await self._send(method.upper(), url, params, data, json, call)
 
-    async def get(self, path: str | URL, *, params: Params | None = None) -> Any:
-        """GET *path* and return its decoded JSON."""
-        return (await self._send("GET", self._resolve(path), params, None, None, None)).data
+    async def get(
+        self,
+        path: str | URL,
+        *,
+        params: Params | None = None,
+        idempotent: bool | None = None,
+        timeout: Timeout = None,  # noqa: ASYNC109 - httpx's per-call timeout=
+        deadline: Seconds | None = None,
+    ) -> Any:
+        """GET *path* and return its decoded JSON (see :meth:`request` for the options)."""
+        call = _call_options(idempotent, timeout, deadline)
+        return (await self._send("GET", self._resolve(path), params, None, None, call)).data
 
     async def post(
         self,
@@ -303,10 +370,12 @@ class CanvasClient:
         data: Params | None = None,
         json: Any = None,
         idempotent: bool | None = None,
+        timeout: Timeout = None,  # noqa: ASYNC109 - httpx's per-call timeout=
+        deadline: Seconds | None = None,
     ) -> Any:
         """POST and return the decoded JSON. Not repeated after a possibly applied failure."""
-        url = self._resolve(path)
-        return (await self._send("POST", url, params, data, json, idempotent)).data
+        call = _call_options(idempotent, timeout, deadline)
+        return (await self._send("POST", self._resolve(path), params, data, json, call)).data
 
     async def put(
         self,
@@ -315,9 +384,13 @@ class CanvasClient:
         params: Params | None = None,
         data: Params | None = None,
         json: Any = None,
+        idempotent: bool | None = None,
+        timeout: Timeout = None,  # noqa: ASYNC109 - httpx's per-call timeout=
+        deadline: Seconds | None = None,
     ) -> Any:
         """PUT and return the decoded JSON."""
-        return (await self._send("PUT", self._resolve(path), params, data, json, None)).data
+        call = _call_options(idempotent, timeout, deadline)
+        return (await self._send("PUT", self._resolve(path), params, data, json, call)).data
 
     async def patch(
         self,
@@ -327,17 +400,35 @@ class CanvasClient:
         data: Params | None = None,
         json: Any = None,
         idempotent: bool | None = None,
+        timeout: Timeout = None,  # noqa: ASYNC109 - httpx's per-call timeout=
+        deadline: Seconds | None = None,
     ) -> Any:
         """PATCH and return the decoded JSON."""
-        url = self._resolve(path)
-        return (await self._send("PATCH", url, params, data, json, idempotent)).data
+        call = _call_options(idempotent, timeout, deadline)
+        return (await self._send("PATCH", self._resolve(path), params, data, json, call)).data
 
-    async def delete(self, path: str | URL, *, params: Params | None = None) -> Any:
+    async def delete(
+        self,
+        path: str | URL,
+        *,
+        params: Params | None = None,
+        idempotent: bool | None = None,
+        timeout: Timeout = None,  # noqa: ASYNC109 - httpx's per-call timeout=
+        deadline: Seconds | None = None,
+    ) -> Any:
         """DELETE and return the decoded JSON."""
-        return (await self._send("DELETE", self._resolve(path), params, None, None, None)).data
+        call = _call_options(idempotent, timeout, deadline)
+        return (await self._send("DELETE", self._resolve(path), params, None, None, call)).data
 
     async def paginate(
-        self, path: str | URL, *, params: Params | None = None, per_page: int | None = None
+        self,
+        path: str | URL,
+        *,
+        params: Params | None = None,
+        per_page: int | None = None,
+        max_pages: int | None = None,
+        timeout: Timeout = None,  # noqa: ASYNC109 - httpx's per-call timeout=
+        deadline: Seconds | None = None,
     ) -> AsyncIterator[Any]:
         """Yield every item of a paginated listing, following ``rel="next"`` links.
 
@@ -345,27 +436,53 @@ class CanvasClient:
         long listing does not restart it. Items are streamed: memory stays flat
         however many pages there are.
 
+        Args:
+            path: The listing, as for :meth:`request`.
+            params: Query parameters of the first page; a ``per_page`` here wins.
+            per_page: Items per page when *params* has none (default: the client's).
+            max_pages: Most pages read; a listing still offering a next page
+                after that raises instead of going on (a server that pages
+                forever). None: no limit.
+            timeout: Each page request's connect and read timeouts.
+            deadline: Seconds allowed for each page, its retries included.
+
         Raises:
-            InvalidResponse: If a next link leaves the base origin, or Canvas
-                serves a page twice (which would loop forever).
+            InvalidResponse: If a next link is malformed, not http(s), leaves
+                the base origin, or repeats a page; if Canvas serves the same
+                page twice; or if the listing outlasts *max_pages*.
             CanvasException: A page failed and retrying stopped.
         """
-        query = [*encode_params(params), ("per_page", str(per_page or self.per_page))]
-        url: URL | None = self._resolve(path)
-        first = True
+        if max_pages is not None and max_pages < 1:
+            raise ValueError(f"max_pages must be at least 1, not {max_pages}.")
+        first = self._resolve(path)
+        query = encode_params(params)
+        # One per_page, and the caller's: Canvas (Rails) reads the last of two.
+        if "per_page" not in first.query and all(key != "per_page" for key, _ in query):
+            query.append(("per_page", str(per_page or self.per_page)))
+        url: URL | None = first
+        call = _call_options(None, timeout, deadline)
+        pages = 0
         # Hashes, not URLs: a listing of 100,000 pages keeps a few MB at most.
         visited: set[int] = set()
         previous: list[Any] = []
         while url is not None:
-            response = await self._send("GET", url, query if first else None, None, None, None)
-            first = False
+            if max_pages is not None and pages == max_pages:
+                raise _listing_error(
+                    f"The listing at {redact_url(url)} still had a next page after "
+                    f"max_pages={max_pages} pages; stopping. Raise max_pages if it is "
+                    "really this long.",
+                    url,
+                )
+            response = await self._send("GET", url, query if pages == 0 else None, None, None, call)
+            pages += 1
             visited.add(hash(str(url)))
             items = _page_items(response.data)
             # Comparing with the previous page usually decides on its first item.
             if items and items == previous:
-                raise InvalidResponse(
+                raise _listing_error(
                     f"Canvas served the same page twice at {redact_url(url)}; stopping "
-                    "instead of looping forever."
+                    "instead of looping forever.",
+                    url,
                 )
             previous = items
             for item in items:
@@ -441,6 +558,9 @@ class CanvasClient:
 
     # ---------------------------------------------------------------- internals
 
+    def _closed(self) -> bool:
+        return self._state is ClientState.CLOSED
+
     def _resolve(self, path: str | URL) -> URL:
         key = str(path)
         resolved = self._resolved.get(key)
@@ -462,23 +582,33 @@ class CanvasClient:
         text = str(path)
         if not text.startswith("/"):
             text = API_PREFIX + text
+        # Under a path prefix, "/api/v1/..." is below it, not at the host's root.
+        if self._prefix and not text.startswith(self._prefix + "/"):
+            text = self._prefix + text
         return self._base.join(URL(text))
 
     def _next_page(self, response: CanvasResponse, visited: set[int]) -> URL | None:
+        problem = response.link_errors.get("next")
+        if problem is not None:
+            raise _listing_error(
+                f"The Link header of {response.url} has a next entry that cannot be "
+                f"followed: {problem}. Stopping rather than returning part of the listing.",
+                response.url,
+            )
         next_url = response.next_url
         if next_url is None:
             return None
-        if not next_url.is_absolute():
-            next_url = self._base.join(next_url)
         if origin_of(next_url) != self._origin:
-            raise InvalidResponse(
+            raise _listing_error(
                 f"The Link header of {response.url} points to {next_url.origin()}, another "
-                "origin; the access token is never sent there."
+                "origin; the access token is never sent there.",
+                response.url,
             )
         if hash(str(next_url)) in visited:
-            raise InvalidResponse(
+            raise _listing_error(
                 f"Canvas's next link repeats a page already read ({redact_url(next_url)}); "
-                "stopping instead of looping forever."
+                "stopping instead of looping forever.",
+                response.url,
             )
         return next_url
 
@@ -489,7 +619,7 @@ class CanvasClient:
         params: Params | None,
         data: Params | None,
         json_body: Any,
-        idempotent: bool | None,
+        call: _Call,
     ) -> CanvasResponse:
         session = self._session if self._state is ClientState.OPENED else self._open()
         assert session is not None
@@ -500,29 +630,39 @@ class CanvasClient:
             method=method,
             url=safe_url,
             route=f"{method} {route_template(url.path)}",
-            idempotent=idempotent,
+            idempotent=call.idempotent,
             token=self.fingerprint,
         )
+        timeout = self._timeout if call.timeout is None else client_timeout(call.timeout)
+        policy = self.policy
+        if call.deadline is not None:
+            policy = dataclasses.replace(policy, deadline=call.deadline)
 
         async def attempt() -> CanvasResponse:
-            async with session.request(
-                method,
-                url,
-                params=query or None,
-                data=form,
-                json=json_body,
-                headers=self._auth,
-            ) as response:
-                body = await _read_body(response, self.max_body_size, method, safe_url)
-                if response.status >= 400:
-                    raise classify_response(
-                        response.status, response.headers, body, method=method, url=safe_url
-                    )
-                return _decode(response, body, method, safe_url)
+            if self._closed():
+                raise _closed_error(method, safe_url, None)
+            try:
+                outcome = await self._exchange(
+                    session, method, url, query, form, json_body, timeout, safe_url, call
+                )
+            except (aiohttp.ClientError, RuntimeError):
+                # aclose() while this attempt ran: aiohttp's "Session is closed"
+                # RuntimeError or a dropped connection is not the server's doing.
+                if self._closed():
+                    raise _closed_error(method, safe_url, True) from None
+                raise
+            if isinstance(outcome, CanvasResponse):
+                return outcome
+            # Raised here, where no frame holds the response or its body: a
+            # kept exception (bulk runs keep thousands) keeps its frames alive.
+            try:
+                raise outcome
+            finally:
+                del outcome
 
         return await call_with_retries(
             attempt,
-            policy=self.policy,
+            policy=policy,
             throttle=self.throttle,
             budget=self.budget,
             info=info,
@@ -531,60 +671,162 @@ class CanvasClient:
             sleep=self._sleep,
         )
 
+    async def _exchange(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        query: list[tuple[str, str]],
+        form: list[tuple[str, str]] | None,
+        json_body: Any,
+        timeouts: aiohttp.ClientTimeout,
+        safe_url: str,
+        call: _Call,
+    ) -> CanvasResponse | CanvasException:
+        """Make one request; return the response, or the error it stands for."""
+        async with session.request(
+            method,
+            url,
+            params=query or None,
+            data=form,
+            json=json_body,
+            headers={**self._auth, "User-Agent": self._user_agent},
+            timeout=timeouts,
+        ) as response:
+            if response.status >= 400:
+                read = await read_error_body(response, self.max_body_size)
+                if read is None:
+                    return too_large(method, safe_url, self.max_body_size)
+                prefix, length = read
+                error = classify_response(
+                    response.status, response.headers, prefix, method=method, url=safe_url
+                )
+                error.extra["body_length"] = length
+                return error
+            # A HEAD answer declares the size of a body it does not send.
+            body = b"" if method == "HEAD" else await read_body(response, self.max_body_size)
+            if body is None:
+                return too_large(method, safe_url, self.max_body_size)
+            return _decode(response, body, method, safe_url, call.expect_json)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """Per-call options of one public method."""
+
+    idempotent: bool | None
+    timeout: Timeout
+    deadline: Seconds | None
+    expect_json: bool = True
+
+
+#: The options of a call that sets none, built once: most calls set none, and
+#: a dataclass per call shows on the per-request overhead.
+_DEFAULT_JSON_CALL = _Call(None, None, None)
+_DEFAULT_RAW_CALL = _Call(None, None, None, expect_json=False)
+
+
+def _call_options(
+    idempotent: bool | None, timeout: Timeout, deadline: Seconds | None, *, expect_json: bool = True
+) -> _Call:
+    if idempotent is None and timeout is None and deadline is None:
+        return _DEFAULT_JSON_CALL if expect_json else _DEFAULT_RAW_CALL
+    return _Call(idempotent, timeout, deadline, expect_json)
+
+
+def client_timeout(value: Timeout) -> aiohttp.ClientTimeout:
+    """Turn a ``timeout=`` argument into aiohttp's form.
+
+    Seconds bound connecting (a pooled connection included) and each read,
+    like httpx's ``timeout=5.0``; the whole attempt is bounded by the retry
+    policy's ``attempt_timeout``.
+
+    Raises:
+        ValueError: For zero, negative or non-finite seconds.
+        TypeError: For something that is not a timeout.
+    """
+    if value is None:
+        return aiohttp.ClientTimeout(total=None)
+    if isinstance(value, aiohttp.ClientTimeout):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float | dt.timedelta):
+        raise TypeError(f"timeout must be seconds or an aiohttp.ClientTimeout, not {value!r}.")
+    seconds = value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"timeout must be a positive number of seconds, not {value!r}.")
+    return aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds)
+
+
+def _closed_error(method: str, url: str, sent: bool | None) -> TransportError:
+    error = TransportError(
+        f"{method} {url} was interrupted: the CanvasClient was closed while the call "
+        "was in flight. Await every call before closing the client."
+    )
+    error.method, error.url, error.request_sent = method, url, sent
+    return error
+
+
+def _listing_error(message: str, url: str | URL) -> InvalidResponse:
+    error = InvalidResponse(message)
+    error.method, error.url, error.request_sent = "GET", redact_url(url), True
+    return error
+
+
+def _charset(content_type: str) -> str | None:
+    for part in content_type.split(";")[1:]:
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            return value.strip().strip('"')
+    return None
+
 
 def _observation(response: CanvasResponse) -> Observation:
     return Observation(remaining=response.rate_limit_remaining, cost=response.request_cost)
 
 
-async def _read_body(response: aiohttp.ClientResponse, limit: int, method: str, url: str) -> bytes:
-    """Read the body, refusing one larger than *limit* instead of filling memory."""
-    declared = response.content_length
-    if declared is not None and declared <= limit:
-        return await response.read()
-    body = bytearray()
-    if declared is None:
-        while chunk := await response.content.read(_CHUNK):
-            body += chunk
-            if len(body) > limit:
-                break
-    if declared is None and len(body) <= limit:
-        return bytes(body)
-    error = InvalidResponse(
-        f"{method} {url} answered with a body larger than {limit:,} bytes; it was not read. "
-        "Raise max_body_size if this is expected."
-    )
-    error.method, error.url, error.request_sent = method, url, True
-    raise error
+def _is_json_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in ("application/json", "text/json") or media.endswith("+json")
 
 
-def _decode(response: aiohttp.ClientResponse, body: bytes, method: str, url: str) -> CanvasResponse:
+def _decode(
+    response: aiohttp.ClientResponse, body: bytes, method: str, url: str, expect_json: bool
+) -> CanvasResponse | InvalidResponse:
+    """The response, or the error a body that should be JSON but is not stands for."""
     data: Any = None
+    content_type = response.headers.get("Content-Type", "")
     if body.strip():
         try:
             data = json.loads(body)
         except (ValueError, RecursionError) as exc:
-            error = InvalidResponse(
-                f"{method} {url} answered {response.status} with a body that is not valid JSON "
-                f"({exc}). The request may have been applied."
-            )
-            error.method, error.url, error.request_sent = method, url, True
-            error.extra.update({"body_excerpt": body[:500].decode("utf-8", errors="replace")})
-            raise error from exc
-    links: dict[Any, Any] = {}
-    if "Link" in response.headers:
-        try:
-            links = {rel: link["url"] for rel, link in response.links.items() if "url" in link}
-        except (ValueError, TypeError, KeyError):
-            links = {}
+            # request() returns a CSV or a file as bytes; the verbs promise
+            # JSON, and a body declared JSON must be JSON.
+            if expect_json or _is_json_type(content_type):
+                # Not "from exc": a JSONDecodeError holds the whole document.
+                return _not_json(response.status, body, method, url, exc)
+    links = parse_links(response.headers.getall("Link", ()), response.url)
     return CanvasResponse(
         status=response.status,
         headers=response.headers,
         data=data,
         url=url,
-        links={str(rel).lower(): URL(str(link)) for rel, link in links.items()},
+        links=links.urls,
         rate_limit_remaining=parse_float_header(response.headers.get("X-Rate-Limit-Remaining")),
         request_cost=parse_float_header(response.headers.get("X-Request-Cost")),
+        content=body,
+        link_errors=links.errors,
     )
+
+
+def _not_json(status: int, body: bytes, method: str, url: str, exc: Exception) -> InvalidResponse:
+    error = InvalidResponse(
+        f"{method} {url} answered {status} with a body that is not valid JSON ({exc}). "
+        "The request may have been applied. To read a body that is not JSON (a CSV "
+        "report, a file), use request() and its response's content."
+    )
+    error.method, error.url, error.request_sent = method, url, True
+    error.extra.update({"body_excerpt": body[:500].decode("utf-8", errors="replace")})
+    return error
 
 
 def _page_items(data: Any) -> list[Any]:

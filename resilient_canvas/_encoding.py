@@ -2,8 +2,15 @@
 
 ``user={"name": "Jo", "sis": {"id": 5}}, include=["a", "b"], flag=True`` becomes
 ``user[name]=Jo``, ``user[sis][id]=5``, ``include[]=a``, ``include[]=b``,
-``flag=true``. Lists of dicts give ``key[][sub]``, None values are dropped and
-datetimes become ISO 8601.
+``flag=true``. None values are dropped and datetimes become ISO 8601.
+
+A list of scalars is sent as ``key[]=a&key[]=b``. A list that holds dicts or
+lists is sent with indices, ``rows[0][a]=1&rows[1][b]=2``: Rack groups
+``rows[][a]`` pairs into records by key collisions, so records with different
+fields would be merged into the wrong record, silently (a ``[]`` sequence
+starts a new record only when a key repeats). Indexed keys are unambiguous;
+Rails reads them as a hash keyed by index, which Canvas accepts wherever it
+takes a list of records.
 """
 
 from __future__ import annotations
@@ -40,8 +47,12 @@ def _flatten(key: str, value: Any, out: list[tuple[str, str]]) -> None:
         for sub_key, sub_value in value.items():
             _flatten(f"{key}[{sub_key}]", sub_value, out)
     elif isinstance(value, list | tuple):
-        for element in value:
-            _flatten(f"{key}[]", element, out)
+        if any(isinstance(element, Mapping | list | tuple) for element in value):
+            for index, element in enumerate(value):
+                _flatten(f"{key}[{index}]", element, out)
+        else:
+            for element in value:
+                _flatten(f"{key}[]", element, out)
     else:
         out.append((key, _scalar(key, value)))
 

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import gc
+import gzip
+import inspect
 import json
+import traceback
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import brotli
 import pytest
 from aiohttp import web
 from aioresponses import aioresponses
@@ -211,7 +217,7 @@ def test_request_building_with_aioresponses() -> None:
 
 
 def test_canvas_parameter_encoding() -> None:
-    """Dicts nest, lists get [], dicts in lists get [][k], None drops, dates are ISO."""
+    """Dicts nest, lists get [], dicts in lists get indices [0][k], None drops, dates are ISO."""
     params = {
         "user": {"name": "Jo", "sis": {"id": 5}},
         "include": ["a", "b"],
@@ -229,8 +235,8 @@ def test_canvas_parameter_encoding() -> None:
         ("include[]", "b"),
         ("flag", "true"),
         ("when", "2026-01-02T03:04:05+00:00"),
-        ("rows[][a]", "1"),
-        ("rows[][a]", "2"),
+        ("rows[0][a]", "1"),
+        ("rows[1][a]", "2"),
         ("sub[k][]", "x"),
     ] == encode_params(params)
     with pytest.raises(TypeError, match="cannot take"):
@@ -624,3 +630,251 @@ async def test_client_without_throttle_shares_one_retry_budget() -> None:
     )  # type: ignore[union-attr]
     assert 1 == second.value.attempts.count  # type: ignore[union-attr]
     assert 4 == sim.stats.requests
+
+
+# ------------------------------------------------- bodies, timeouts, lifecycle
+
+#: A JSON body of 8 MiB once decoded, to be sent compressed under a 1 MiB limit.
+_INFLATED = b'["' + b"a" * (8 * 1024 * 1024) + b'"]'
+_ERROR_BODY = b"x" * (1024 * 1024)
+
+
+@functools.cache
+def _compressed(encoding: str) -> bytes:
+    if encoding == "gzip":
+        return gzip.compress(_INFLATED, compresslevel=6)
+    if encoding == "deflate":
+        return zlib.compress(_INFLATED)
+    return bytes(brotli.compress(_INFLATED, quality=4))
+
+
+@pytest.fixture
+async def odd() -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """A server of answers the simulator does not give: bombs, CSV, hangs, big errors."""
+    seen: dict[str, Any] = {"entered": asyncio.Event()}
+
+    async def bomb(request: web.Request) -> web.Response:
+        encoding = request.match_info["encoding"]
+        headers = {"Content-Encoding": encoding, "Content-Type": "application/json"}
+        return web.Response(body=_compressed(encoding), headers=headers)
+
+    async def small_gzip(request: web.Request) -> web.Response:
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        return web.Response(body=gzip.compress(b'{"ok": true}'), headers=headers)
+
+    async def big_error(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=404)  # chunked: no Content-Length
+        await response.prepare(request)
+        for start in range(0, len(_ERROR_BODY), 65536):
+            await response.write(_ERROR_BODY[start : start + 65536])
+        await response.write_eof()
+        return response
+
+    async def hang(request: web.Request) -> web.Response:
+        seen["entered"].set()
+        await asyncio.Event().wait()  # until the server is shut down
+        raise AssertionError("unreachable")
+
+    async def user_agent(request: web.Request) -> web.Response:
+        seen["user_agent"] = request.headers.get("User-Agent")
+        return web.json_response({})
+
+    bodies = {
+        "report.csv": (b"id,name\n1,Jo\xe9\n", "text/csv; charset=latin-1"),
+        "file.bin": (b"\x89PNG\r\n\x1a\n\xff\xfe", "application/octet-stream"),
+        "page.html": (b"<!doctype html><p>Log in</p>", "text/html"),
+        "bad.json": (b'{"truncated": ', "application/json"),
+    }
+
+    async def raw(request: web.Request) -> web.Response:
+        body, content_type = bodies[request.match_info["name"]]
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/bomb/{encoding}", bomb)
+    app.router.add_get("/api/v1/small_gzip", small_gzip)
+    app.router.add_get("/api/v1/big_error", big_error)
+    app.router.add_get("/api/v1/hang", hang)
+    app.router.add_get("/api/v1/user_agent", user_agent)
+    app.router.add_get("/api/v1/raw/{name}", raw)
+    runner, url = await _serve(app)
+    yield url, seen
+    await runner.cleanup()
+
+
+def _one_attempt(url: str, **options: Any) -> CanvasClient:
+    return CanvasClient(url, "tok", throttle=None, policy=RetryPolicy(attempts=1), **options)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+async def test_compressed_body_is_limited_by_its_decoded_size(
+    odd: tuple[str, dict[str, Any]], encoding: str
+) -> None:
+    """A small compressed body inflating past max_body_size is refused (r4)."""
+    url, _ = odd
+    async with _one_attempt(url, max_body_size=1024 * 1024) as client:
+        assert {"ok": True} == await client.get("small_gzip")
+        with pytest.raises(exc.InvalidResponse, match="larger than 1,048,576 bytes once decoded"):
+            await client.get(f"bomb/{encoding}")
+
+    assert len(_compressed(encoding)) < 1024 * 1024
+
+
+def _largest_local(error: BaseException) -> int:
+    """Size of the largest bytes or text held by a frame of the error's traceback."""
+    sizes = [0]
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        sizes += [
+            len(value)
+            for value in frame.f_locals.values()
+            if isinstance(value, bytes | bytearray | str)
+        ]
+    return max(sizes)
+
+
+async def test_error_body_is_kept_as_a_bounded_prefix(odd: tuple[str, dict[str, Any]]) -> None:
+    """A 1 MiB error body: its length is counted, only a prefix is kept, frames hold none."""
+    url, _ = odd
+    async with _one_attempt(url) as client:
+        with pytest.raises(exc.ResourceDoesNotExist) as raised:
+            await client.get("big_error")
+
+    assert len(_ERROR_BODY) == raised.value.extra["body_length"]
+    assert len(raised.value.extra["body_excerpt"]) <= 501
+    assert _largest_local(raised.value) <= 64 * 1024
+
+
+async def test_error_body_over_max_body_size_is_refused(odd: tuple[str, dict[str, Any]]) -> None:
+    """An error body larger than max_body_size is not drained without end."""
+    url, _ = odd
+    async with _one_attempt(url, max_body_size=100_000) as client:
+        with pytest.raises(exc.InvalidResponse, match="larger than 100,000 bytes"):
+            await client.get("big_error")
+
+
+async def test_request_returns_a_body_that_is_not_json(odd: tuple[str, dict[str, Any]]) -> None:
+    """request() hands over CSV and binary bodies; the JSON verbs still refuse them."""
+    url, _ = odd
+    async with _one_attempt(url) as client:
+        report = await client.request("GET", "raw/report.csv")
+        blob = await client.request("GET", "raw/file.bin")
+        with pytest.raises(exc.InvalidResponse, match="not valid JSON"):
+            await client.get("raw/page.html")
+        with pytest.raises(exc.InvalidResponse, match="not valid JSON"):
+            await client.request("GET", "raw/bad.json")
+
+    assert (None, b"id,name\n1,Jo\xe9\n", "id,name\n1,Joé\n") == (
+        report.data,
+        report.content,
+        report.text(),
+    )
+    assert (None, b"\x89PNG\r\n\x1a\n\xff\xfe") == (blob.data, blob.content)
+
+
+def test_timeout_accepts_seconds(sim: CanvasSimulator) -> None:
+    """timeout= takes a number or a timedelta (connect and read), or aiohttp's form."""
+    from resilient_canvas._client import client_timeout
+
+    assert aiohttp.ClientTimeout(total=None, connect=1.5, sock_read=1.5) == client_timeout(1.5)
+    assert aiohttp.ClientTimeout(total=None, connect=2.0, sock_read=2.0) == client_timeout(
+        dt.timedelta(seconds=2)
+    )
+    assert aiohttp.ClientTimeout(total=None) == client_timeout(None)
+    with pytest.raises(ValueError, match="positive"):
+        CanvasClient(sim.base_url, sim.token, timeout=0)
+    with pytest.raises(TypeError, match="seconds"):
+        CanvasClient(sim.base_url, sim.token, timeout="1")  # type: ignore[arg-type]
+
+
+async def test_numeric_timeout_opens_and_works(sim: CanvasSimulator) -> None:
+    """timeout=1.0 no longer fails when the client opens."""
+    async with CanvasClient(sim.base_url, sim.token, timeout=1.0) as client:
+        assert 101 == (await client.get("courses/101"))["id"]
+
+
+async def test_per_call_timeout_and_deadline(odd: tuple[str, dict[str, Any]]) -> None:
+    """A call's own timeout= and deadline= bound it, whatever the client's settings."""
+    url, _ = odd
+    async with _one_attempt(url) as client:
+        with pytest.raises(exc.ReadTimeout):
+            await asyncio.wait_for(client.get("hang", timeout=0.05), 2)
+        with pytest.raises(exc.ReadTimeout):
+            await asyncio.wait_for(anext(client.paginate("hang", timeout=0.05)), 2)
+    async with CanvasClient(url, "tok", throttle=None) as client:
+        with pytest.raises(exc.RequestTimeout) as raised:
+            await asyncio.wait_for(client.request("GET", "hang", deadline=0.05), 2)
+
+    assert 1 == raised.value.attempts.count  # type: ignore[union-attr]
+
+
+VERBS = ["get", "post", "put", "patch", "delete", "request", "paginate"]
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_takes_per_call_options(verb: str) -> None:
+    """Every verb takes timeout= and deadline=; all but paginate take idempotent=."""
+    parameters = inspect.signature(getattr(CanvasClient, verb)).parameters
+    expected = {"timeout", "deadline"} | ({"idempotent"} if verb != "paginate" else set())
+
+    assert expected <= set(parameters)
+    assert all(parameters[name].kind is inspect.Parameter.KEYWORD_ONLY for name in expected)
+
+
+@pytest.mark.parametrize(
+    ("verb", "path"),
+    [
+        ("put", "courses/101/assignments/101001/submissions/101"),
+        ("delete", "courses/101/enrollments/2"),
+    ],
+)
+async def test_idempotent_false_stops_a_retry(
+    canvas: CanvasClient, sim: CanvasSimulator, verb: str, path: str
+) -> None:
+    """put/delete declared not idempotent are not repeated, by us or by aiohttp."""
+    _schedule(sim, {1: Fault.DROP_AFTER_WRITE})
+
+    with pytest.raises(exc.ConnectionDropped):
+        await getattr(canvas, verb)(path, idempotent=False)
+
+    assert 1 == sim.stats.requests
+
+
+async def test_external_session_gets_user_agent_and_timeout(
+    odd: tuple[str, dict[str, Any]],
+) -> None:
+    """With a caller's session, user_agent= and timeout= still apply to each request."""
+    url, seen = odd
+    async with aiohttp.ClientSession() as session:
+        async with _one_attempt(
+            url, session=session, user_agent="grade-sync/2.0", timeout=0.05
+        ) as client:
+            await client.get("user_agent")
+            with pytest.raises(exc.ReadTimeout):
+                await asyncio.wait_for(client.get("hang"), 2)
+
+    assert "grade-sync/2.0" == seen["user_agent"]
+
+
+async def test_aclose_fails_calls_in_flight_with_a_canvas_exception(
+    odd: tuple[str, dict[str, Any]],
+) -> None:
+    """A call in flight when the client closes gets a TransportError, not a raw RuntimeError."""
+    url, seen = odd
+    clock = FakeClock()
+    client = CanvasClient(url, "tok", throttle=None, clock=clock, sleep=clock.sleep)
+    async with client:
+        task = asyncio.create_task(client.get("hang"))
+        await seen["entered"].wait()
+    with pytest.raises(exc.TransportError, match="closed while the call was in flight") as raised:
+        await asyncio.wait_for(task, 2)
+
+    assert not raised.value.retryable
+
+
+async def test_head_of_a_large_resource_is_not_too_large(sim: CanvasSimulator) -> None:
+    """HEAD declares a Content-Length larger than max_body_size but sends no body."""
+    async with CanvasClient(sim.base_url, sim.token, max_body_size=10) as client:
+        response = await client.request("HEAD", "courses/101")
+
+    assert (200, b"") == (response.status, response.content)
+    assert int(response.headers["Content-Length"]) > 10
