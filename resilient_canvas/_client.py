@@ -20,8 +20,8 @@ from yarl import URL
 from resilient_canvas._bulk import BulkProgress, BulkResult, run_bulk
 from resilient_canvas._encoding import Params, encode_params
 from resilient_canvas._http import (
+    ResponseHeaders,
     origin_of,
-    parse_float_header,
     redact_url,
     token_fingerprint,
 )
@@ -576,14 +576,15 @@ def _decode(response: aiohttp.ClientResponse, body: bytes, method: str, url: str
             links = {rel: link["url"] for rel, link in response.links.items() if "url" in link}
         except (ValueError, TypeError, KeyError):
             links = {}
+    view = ResponseHeaders.parse(response.headers)
     return CanvasResponse(
         status=response.status,
         headers=response.headers,
         data=data,
         url=url,
         links={str(rel).lower(): URL(str(link)) for rel, link in links.items()},
-        rate_limit_remaining=parse_float_header(response.headers.get("X-Rate-Limit-Remaining")),
-        request_cost=parse_float_header(response.headers.get("X-Request-Cost")),
+        rate_limit_remaining=view.rate_limit_remaining,
+        request_cost=view.request_cost,
     )
 
 

@@ -13,6 +13,7 @@ import math
 import re
 import traceback
 from collections.abc import Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 
 from multidict import CIMultiDict
@@ -20,6 +21,9 @@ from yarl import URL
 
 #: Longest header value we bother to parse; a longer one is garbage or an attack.
 MAX_HEADER_VALUE_LENGTH = 256
+
+#: Longest ``Link`` header we read; beyond it the header is ignored as garbage.
+_MAX_LINK_LENGTH = 16 * 1024
 
 #: Query parameters that carry credentials and must never be logged or shown.
 SECRET_QUERY_KEYS = frozenset({"access_token", "token", "client_secret", "code"})
@@ -102,6 +106,51 @@ def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> f
 
 def _looks_numeric(text: str) -> bool:
     return text[0].isdigit() or text[0] in "+-."
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHeaders:
+    """The response header values we act on, parsed once.
+
+    Both the success path (quota numbers for the throttle, the ``Link`` for
+    pagination) and the classifier (``Retry-After``, the ``WWW-Authenticate``
+    test) read this one view, so a header is parsed and range-checked in one
+    place only.
+
+    Attributes:
+        rate_limit_remaining: ``X-Rate-Limit-Remaining``, finite, else None.
+        request_cost: ``X-Request-Cost``, finite, else None.
+        retry_after: ``Retry-After`` in seconds (both RFC 9110 forms), else None.
+        content_type: ``Content-Type`` lower-cased, "" when absent.
+        request_id: ``X-Request-Context-Id``, at most 128 characters.
+        link: The raw ``Link`` header, None when absent or absurdly long.
+        www_authenticate: Whether a ``WWW-Authenticate`` challenge was sent.
+    """
+
+    rate_limit_remaining: float | None = None
+    request_cost: float | None = None
+    retry_after: float | None = None
+    content_type: str = ""
+    request_id: str | None = None
+    link: str | None = None
+    www_authenticate: bool = False
+
+    @classmethod
+    def parse(cls, headers: Mapping[str, str]) -> ResponseHeaders:
+        """Read the view from a case-insensitive mapping; never raises on bad values."""
+        get = headers.get
+        request_id = get("X-Request-Context-Id")
+        link = get("Link")
+        return cls(
+            rate_limit_remaining=parse_float_header(get("X-Rate-Limit-Remaining")),
+            request_cost=parse_float_header(get("X-Request-Cost")),
+            retry_after=parse_retry_after(get("Retry-After")),
+            content_type=(get("Content-Type") or "")[:MAX_HEADER_VALUE_LENGTH].lower(),
+            request_id=request_id[:128] if request_id else None,
+            # Canvas's longest Link (five relations, bookmarks) is a few KB.
+            link=link if link is not None and len(link) <= _MAX_LINK_LENGTH else None,
+            www_authenticate="WWW-Authenticate" in headers,
+        )
 
 
 def redact_url(url: str | URL | None) -> str | None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import structlog
 
+from resilient_canvas._errors import CanvasException
 from resilient_canvas._http import format_traceback
-from resilient_canvas.exceptions import CanvasException
 
 RETRY_SCHEDULED = "canvas.retry_scheduled"
 REQUEST_FAILED = "canvas.request_failed"

@@ -27,17 +27,13 @@ import aiohttp
 import tenacity
 
 from resilient_canvas import _logging
+from resilient_canvas._classify import classify_response
 from resilient_canvas._config import is_testing, testing_attempts
+from resilient_canvas._errors import CanvasException, RateLimitExceeded, ThrottleTimeout
 from resilient_canvas._history import Attempt, AttemptHistory
 from resilient_canvas._policy import RetryBudget, RetryPolicy, seconds
 from resilient_canvas._throttle import Observation, Permit, Throttle
-from resilient_canvas.exceptions import (
-    CanvasException,
-    RateLimitExceeded,
-    ThrottleTimeout,
-    classify_response,
-    from_aiohttp_error,
-)
+from resilient_canvas._translate import from_aiohttp_error
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -37,8 +37,8 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
+from resilient_canvas._errors import CanvasException
 from resilient_canvas._http import scrub, status_phrase
-from resilient_canvas.exceptions import CanvasException
 
 __all__ = [
     "FALLBACK_TEXT",
