@@ -35,6 +35,7 @@ from resilient_canvas._errors import (
     UnprocessableEntity,
     URITooLong,
     describe_canvas_body,
+    redact_error,
 )
 from resilient_canvas._http import ResponseHeaders, redact_url, status_phrase, to_headers
 
@@ -199,6 +200,7 @@ def _classify(
         exc.context["error_report_id"] = exc.error_report_id
     if exc.retry_after is not None:
         exc.context["retry_after"] = round(exc.retry_after, 3)
+    redact_error(exc)
     return exc
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from resilient_canvas._http import redact_url, status_phrase
+from resilient_canvas._secret import redact, redact_data
 
 if TYPE_CHECKING:
     from resilient_canvas._history import AttemptHistory
@@ -62,13 +63,15 @@ class CanvasException(Exception):
         self.errors: Any = None
         self.error_report_id: int | str | None = None
         if isinstance(message, Mapping):
-            self.errors = message.get("errors")
+            self.errors = redact_data(message.get("errors"))
             self.error_report_id = message.get("error_report_id")
             message = describe_canvas_body(message) or None
         if message is None:
             message = type(self).message or status_phrase(self.status_code)
         elif isinstance(message, bytes):
             message = message.decode("utf-8", errors="replace")
+        # Messages are often made from server data, which may echo the token.
+        message = redact(message)
         super().__init__(message)
         self.message: str = message
         if quiet is not None:
@@ -93,7 +96,8 @@ class CanvasException(Exception):
         self.attempts: AttemptHistory | None = None
 
     def __str__(self) -> str:
-        return self.message
+        # Redacted again: ``message`` is a plain attribute that anyone may set.
+        return redact(self.message)
 
     def __repr__(self) -> str:
         parts = [repr(self.message)]
@@ -101,7 +105,7 @@ class CanvasException(Exception):
             parts.append(f"status_code={self.status_code}")
         if self.method and self.url:
             parts.append(f"request={self.method} {self.url}")
-        return f"{type(self).__name__}({', '.join(parts)})"
+        return redact(f"{type(self).__name__}({', '.join(parts)})")
 
     @property
     def retryable(self) -> bool:
@@ -117,6 +121,28 @@ class CanvasException(Exception):
     def reason(self) -> str:
         """A short, stable name for the kind of failure (``throttled``, ``timeout``...)."""
         return self.reason_name
+
+
+def redact_error(error: CanvasException) -> None:
+    """Redact, in place, every text of *error* that may hold server data.
+
+    The classifier and the aiohttp boundary call this on each error they
+    make; the message was redacted when the error was built, but ``extra``,
+    ``context``, ``errors`` and ``headers`` are filled in afterwards, often
+    from the response body and headers.
+    """
+    error.message = redact(error.message)
+    error.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in error.args)
+    error.extra = redact_data(error.extra)
+    error.context = redact_data(error.context)
+    error.errors = redact_data(error.errors)
+    error.headers = {name: redact(value) for name, value in error.headers.items()}
+    if error.url is not None:
+        error.url = redact(error.url)
+    if isinstance(error.error_report_id, str):
+        error.error_report_id = redact(error.error_report_id)
+    if error.request_id is not None:
+        error.request_id = redact(error.request_id)
 
 
 class HTTPException(CanvasException):
@@ -481,10 +507,52 @@ class ConnectionDropped(TransportError):
 
 
 class InvalidResponse(TransportError):
-    """Canvas's answer could not be read (truncated, not JSON, redirect loop)."""
+    """Canvas's answer could not be used (truncated, not JSON, too large, a redirect loop).
 
-    transient = True
+    Whether repeating the request can help depends on the instance, not the
+    class: a complete answer that cannot be used (a 200 HTML page, a body over
+    ``max_body_size``, a bad ``Link``, a redirect loop, garbage instead of
+    HTTP) will be the same next time, so it is not retried; an answer cut
+    short (the connection failed in the middle of the body) may be whole next
+    time, so it is retried like a dropped connection.
+
+    Args:
+        retryable: Whether repeating the request can help. False unless the
+            raiser knows the answer was cut short; the aiohttp boundary sets it
+            for truncated bodies.
+    """
+
     reason_name = "invalid_response"
+
+    def __init__(
+        self,
+        message: str | bytes | Mapping[str, Any] | None = None,
+        status_code: int | None = None,
+        *,
+        retryable: bool = False,
+        quiet: bool | None = None,
+        context: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            status_code,
+            quiet=quiet,
+            context=context,
+            extra=extra,
+            headers=headers,
+            method=method,
+            url=url,
+        )
+        self._retryable = retryable
+
+    @property
+    def retryable(self) -> bool:
+        """Whether repeating the request can help: only when the answer was cut short."""
+        return self._retryable
 
 
 class ProgressFailed(CanvasException):

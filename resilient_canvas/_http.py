@@ -1,4 +1,4 @@
-"""Parsing of the few HTTP and Canvas header values we act on, and redaction.
+"""Parsing of the few HTTP and Canvas header values we act on, and URL redaction.
 
 Every parser here is total: hostile or malformed input yields ``None``, never an
 exception, because these run while we are already handling a failure.
@@ -10,8 +10,6 @@ import datetime as dt
 import email.utils
 import hashlib
 import math
-import re
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -186,27 +184,3 @@ def token_fingerprint(token: str) -> str:
 def origin_of(url: URL) -> str:
     """Return ``scheme://host:port`` of an absolute URL, lower-cased."""
     return str(url.origin()).lower()
-
-
-_SECRETS = [
-    re.compile(r"(?i)(bearer\s+)[^\s\"'<>,;]+"),
-    re.compile(r"(?i)((?:access_token|client_secret)=)[^&\s\"'<>]+"),
-    re.compile(r"(?i)(\"?(?:access_token|authorization)\"?\s*[:=]\s*\"?)[^\s\"'<>,&]+"),
-]
-
-
-def scrub(text: str) -> str:
-    """Replace anything that looks like a credential with ``[redacted]``."""
-    for pattern in _SECRETS:
-        text = pattern.sub(r"\1[redacted]", text)
-    return text
-
-
-def format_traceback(error: BaseException) -> str:
-    """The traceback of *error* and its causes as text, credentials redacted.
-
-    Logged instead of the exception object: renderers that show each frame's
-    local variables would otherwise print the request headers, token included,
-    held by aiohttp's frames.
-    """
-    return scrub("".join(traceback.format_exception(error)))

@@ -104,7 +104,7 @@ from resilient_canvas._errors import (
     URLBuildError,
     describe_canvas_body,
 )
-from resilient_canvas._translate import AIOHTTP_EXCEPTION_MAP, from_aiohttp_error
+from resilient_canvas._translate import AIOHTTP_EXCEPTION_MAP, UnderlyingError, from_aiohttp_error
 
 __all__ = [
     "AIOHTTP_EXCEPTION_MAP",
@@ -149,6 +149,7 @@ __all__ = [
     "URITooLong",
     "URLBuildError",
     "Unauthorized",
+    "UnderlyingError",
     "UnprocessableEntity",
     "classify_response",
     "describe_canvas_body",

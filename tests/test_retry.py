@@ -113,7 +113,8 @@ CALLS = {
         (Fault.GATEWAY_TIMEOUT, "GET", True),
         (Fault.GATEWAY_TIMEOUT, "PUT", True),
         (Fault.GATEWAY_TIMEOUT, "POST", False),
-        (Fault.MALFORMED_JSON, "GET", True),
+        # A complete 200 that is not JSON is the same next time (issue 14 §3).
+        (Fault.MALFORMED_JSON, "GET", False),
         (Fault.MALFORMED_JSON, "POST", False),
         (Fault.SERVER_ERROR, "GET", False),
         (Fault.SERVER_ERROR, "POST", False),
