@@ -23,10 +23,10 @@ from resilient_canvas._http import (
     ResponseHeaders,
     origin_of,
     redact_url,
-    token_fingerprint,
 )
 from resilient_canvas._policy import RetryBudget, RetryPolicy
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
+from resilient_canvas._secret import AccessToken
 from resilient_canvas._throttle import Observation, Throttle, throttle_for
 from resilient_canvas.exceptions import (
     InvalidResponse,
@@ -145,7 +145,7 @@ class CanvasClient:
     def __init__(
         self,
         base_url: str,
-        access_token: str,
+        access_token: str | AccessToken,
         *,
         policy: RetryPolicy | None = None,
         throttle: Throttle | Literal["shared"] | None = "shared",
@@ -158,11 +158,13 @@ class CanvasClient:
         redis_url: str | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
+        # Wrapped first and the bare string dropped: a traceback that shows
+        # frame locals (structlog, rich) would otherwise print it.
+        token = access_token if isinstance(access_token, AccessToken) else AccessToken(access_token)
+        del access_token
         base = URL(base_url)
         if not base.is_absolute() or base.scheme not in ("http", "https"):
             raise ValueError(f"base_url must be an absolute http(s) URL, not {base_url!r}.")
-        if not access_token:
-            raise ValueError("access_token must not be empty.")
         if max_body_size < 1:
             raise ValueError(f"max_body_size must be positive, not {max_body_size}.")
         if not 1 <= per_page <= 100:
@@ -178,12 +180,12 @@ class CanvasClient:
             base.with_path(base.path.rstrip("/") or "/").with_query(None).with_fragment(None)
         )
         self._origin = origin_of(base)
-        self._auth = {"Authorization": f"Bearer {access_token}"}
-        self.fingerprint = token_fingerprint(access_token)
+        self._token = token
+        self.fingerprint = token.fingerprint
         self.policy = policy or RetryPolicy()
         budget = RetryBudget(self.policy.budget)
         self.throttle = (
-            throttle_for(base, access_token, redis_url=redis_url, budget=budget)
+            throttle_for(base, token.reveal(), redis_url=redis_url, budget=budget)
             if throttle == "shared"
             else throttle
         )
@@ -511,7 +513,7 @@ class CanvasClient:
                 params=query or None,
                 data=form,
                 json=json_body,
-                headers=self._auth,
+                headers={"Authorization": self._token.authorization()},
             ) as response:
                 body = await _read_body(response, self.max_body_size, method, safe_url)
                 if response.status >= 400:
