@@ -10,6 +10,7 @@ import datetime as dt
 import email.utils
 import hashlib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -19,6 +20,8 @@ from yarl import URL
 
 #: Longest header value we bother to parse; a longer one is garbage or an attack.
 MAX_HEADER_VALUE_LENGTH = 256
+
+_DELAY_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,6})?")
 
 #: Longest ``Link`` header we read; beyond it the header is ignored as garbage.
 _MAX_LINK_LENGTH = 16 * 1024
@@ -89,9 +92,10 @@ def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> f
     text = value.strip()
     if not text:
         return None
-    seconds = parse_float_header(text) if _looks_numeric(text) else None
-    if seconds is not None:
-        return seconds if seconds >= 0 else None
+    if text[0].isdigit() or text[0] in "+-.":
+        # delay-seconds is digits (a fraction tolerated); not Python's float
+        # syntax, which also reads "1_0", "1e308" and "inf".
+        return float(text) if _DELAY_SECONDS.fullmatch(text) else None
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -100,10 +104,6 @@ def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> f
         when = when.replace(tzinfo=dt.UTC)
     current = now or dt.datetime.now(dt.UTC)
     return max(0.0, (when - current).total_seconds())
-
-
-def _looks_numeric(text: str) -> bool:
-    return text[0].isdigit() or text[0] in "+-."
 
 
 @dataclass(frozen=True, slots=True)

@@ -329,6 +329,11 @@ def test_huge_and_invalid_bodies_are_bounded() -> None:
         ("nan", None),
         ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
         ("9" * 400, None),
+        ("1.5", 1.5),
+        ("1_0", None),
+        ("1e308", None),
+        ("0x10", None),
+        ("+5", None),
     ],
 )
 def test_retry_after_parsing(value: str, expected: float | None) -> None:
