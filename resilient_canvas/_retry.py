@@ -294,9 +294,9 @@ async def call_with_retries(
             if permit is not None and throttle is not None:
                 throttle.release(permit, observation)
         # Raised here, outside the handler, so that the original exception is not
-        # chained as __context__, and without the attempt's frames, whose locals
-        # hold the response and its body: see seal().
-        raise seal(failure).with_traceback(None)
+        # chained as __context__; seal() drops the frames whose locals hold the
+        # request, the response and its body.
+        raise seal(failure)
 
     # Most calls succeed at once: the first attempt runs without building the
     # retry machinery, which costs more than a loopback request.

@@ -14,6 +14,8 @@ that may travel with our errors into logs, pages or pickles.
 
 from __future__ import annotations
 
+from types import TracebackType
+
 import aiohttp
 
 from resilient_canvas._classify import MAX_DETAIL_CHARS, classify_response
@@ -115,11 +117,18 @@ class UnderlyingError(Exception):
         return cls(f"{kind.__module__}.{kind.__qualname__}", _error_text(error))
 
 
+#: Packages whose frames are dropped from a sealed error's traceback: their
+#: locals hold the request's headers, the response and its body.
+_PRIVATE_PACKAGES = frozenset({"resilient_canvas", "aiohttp"})
+
+
 def seal(error: CanvasException) -> CanvasException:
     """Make *error* safe to leave an attempt; returns it.
 
-    Redacts its texts and replaces every foreign exception on its cause and
-    context chain (a tree, in general) by an :class:`UnderlyingError`.
+    Redacts its texts, replaces every foreign exception on its cause and
+    context chain (a tree, in general) by an :class:`UnderlyingError`, and
+    drops this library's and aiohttp's frames from the tracebacks on the
+    chain (the caller's own frames, in ``@resilient`` code, are kept).
     """
     pending: list[BaseException] = [error]
     seen: set[int] = set()
@@ -130,6 +139,7 @@ def seal(error: CanvasException) -> CanvasException:
         seen.add(id(current))
         if isinstance(current, CanvasException):
             redact_error(current)
+            current.__traceback__ = _without_private_frames(current.__traceback__)
         for link in ("__cause__", "__context__"):
             linked = getattr(current, link)
             if linked is None or isinstance(linked, UnderlyingError):
@@ -140,6 +150,19 @@ def seal(error: CanvasException) -> CanvasException:
                 setattr(current, link, linked)
             pending.append(linked)
     return error
+
+
+def _without_private_frames(tb: TracebackType | None) -> TracebackType | None:
+    kept: list[TracebackType] = []
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.split(".")[0] not in _PRIVATE_PACKAGES:
+            kept.append(tb)
+        tb = tb.tb_next
+    rebuilt: TracebackType | None = None
+    for entry in reversed(kept):
+        rebuilt = TracebackType(rebuilt, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+    return rebuilt
 
 
 def from_aiohttp_error(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -809,3 +810,18 @@ async def test_truncated_bodies_and_resets_stay_retryable_by_method(
     assert attempts == raised.value.attempts.count  # type: ignore[union-attr]
     assert attempts <= len(count)
     assert raised.value.retryable
+
+
+async def test_errors_from_decorated_code_keep_the_callers_frames() -> None:
+    """Sealing drops the library's frames from a traceback, never the caller's own."""
+
+    @resilient(policy=RetryPolicy(attempts=1))
+    async def caller_code() -> None:
+        raise exc.BadRequest("The caller refused its own input.")
+
+    with pytest.raises(exc.BadRequest) as raised:
+        await caller_code()
+
+    names = [frame.name for frame in traceback.extract_tb(raised.value.__traceback__)]
+    assert "caller_code" in names
+    assert "attempt" not in names
