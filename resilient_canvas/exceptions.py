@@ -35,7 +35,7 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   ├── ConnectError                  could not connect: never sent
     │   ├── TLSError                      no trusted TLS connection: never sent, not transient
     │   ├── ConnectionDropped             connection lost after sending: may have been applied
-    │   └── InvalidResponse               an answer we cannot read (truncated, not JSON, loops)
+    │   └── InvalidResponse               an answer we cannot use (truncated, not JSON, loops)
     ├── ProgressFailed                    a Canvas background job (Progress) failed
     └── RequiredFieldMissing              a required argument is missing (raised before sending)
 
@@ -48,7 +48,10 @@ pages never show; ``context`` holds only what is safe to show an end user.
 
 :func:`classify_response` turns any HTTP response into one of these and
 :func:`from_aiohttp_error` is the single place aiohttp's exceptions are
-translated.
+translated. A translated error's ``__cause__`` is an :class:`UnderlyingError`
+(the original's type name and message), never aiohttp's exception, which
+holds the request's headers; every text on an error is redacted of the
+access token (docs/security.md).
 
 This is the public module; the code lives in private modules by job: the tree
 (``_errors``), the response classifier (``_classify``) and the aiohttp
