@@ -111,18 +111,21 @@ class AccessToken:
         )
 
 
-def _forms(token: AccessToken) -> tuple[str, ...]:
-    value = token.reveal()
-    encoded = quote(value, safe="")
-    return (value, encoded) if encoded != value else (value,)
+def _live_forms() -> set[str]:
+    """Each live token's value as sent and percent-encoded (clients may share a token)."""
+    forms: set[str] = set()
+    for token in list(_LIVE):
+        value = token.reveal()
+        if len(value) >= _MIN_REDACTED_LENGTH:
+            forms |= {value, quote(value, safe="")}
+    return forms
 
 
 def redact(text: str) -> str:
     """Replace every live token's value, then anything that looks like a credential."""
-    for token in list(_LIVE):
-        for form in _forms(token):
-            if len(form) >= _MIN_REDACTED_LENGTH and form in text:
-                text = text.replace(form, REDACTED)
+    for form in _live_forms():
+        if form in text:
+            text = text.replace(form, REDACTED)
     for pattern in _SECRETS:
         text = pattern.sub(rf"\1{REDACTED}", text)
     return text
