@@ -397,3 +397,19 @@ def test_redaction_covers_exact_and_encoded_values_of_live_tokens() -> None:
 def test_credential_shapes_are_redacted_without_a_live_token(text: str, expected: str) -> None:
     """Unknown tokens in credential-shaped text are redacted; challenges are kept."""
     assert expected == redact(text)
+
+
+def test_library_log_fields_are_redacted() -> None:
+    """A text field of any library event (a Redis error, a URL) is redacted before it is emitted."""
+    from resilient_canvas import _logging
+
+    client = CanvasClient("https://canvas.example.edu", CANARY, throttle=None)
+    with structlog.testing.capture_logs() as logs:
+        _logging.throttle_degraded(error=f"backend said {CANARY}", attempts=2)
+        _logging.retry_scheduled(url=f"https://canvas.example.edu/x?echo={CANARY}")
+
+    assert [
+        {"error": "backend said [redacted]", "attempts": 2},
+        {"url": "https://canvas.example.edu/x?echo=[redacted]"},
+    ] == [{k: v for k, v in log.items() if k not in ("event", "log_level")} for log in logs]
+    del client
