@@ -18,9 +18,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-import structlog
-
-from resilient_canvas._http import format_traceback
+from resilient_canvas._logging import logger
+from resilient_canvas._secret import format_traceback
 from resilient_canvas.exceptions import CanvasException
 
 T = TypeVar("T")
@@ -30,8 +29,6 @@ R = TypeVar("R")
 PROGRESS_CALLBACK_FAILED = "canvas.bulk_progress_callback_failed"
 #: Logged when the items iterator raises; no more items are started.
 ITEMS_FAILED = "canvas.bulk_items_failed"
-
-logger = structlog.get_logger("resilient_canvas")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,9 +25,9 @@ from yarl import URL
 from resilient_canvas import __version__
 from resilient_canvas._client import CanvasClient
 from resilient_canvas._demo import DemoOptions, EventCounter, run_demo
-from resilient_canvas._http import scrub
 from resilient_canvas._logging import REQUEST_FAILED
 from resilient_canvas._policy import RetryPolicy
+from resilient_canvas._secret import redact
 from resilient_canvas.errorpages import TextRenderer
 from resilient_canvas.exceptions import (
     CanvasException,
@@ -108,7 +108,7 @@ def error_page(error: CanvasException, *, debug: bool, token: str | None = None)
     # The "request" the page describes is the failed call: its path reads better than none.
     request = SimpleNamespace(path=URL(error.url).path if error.url else "", args={})
     renderer = CliRenderer(request, error, debug)
-    page = scrub(renderer.full() if debug else renderer.minimal())
+    page = redact(renderer.full() if debug else renderer.minimal())
     if token:
         page = page.replace(token, "[redacted]")
     return page

@@ -23,14 +23,14 @@ from resilient_canvas._body import read_body, read_error_body, too_large
 from resilient_canvas._bulk import BulkProgress, BulkResult, run_bulk
 from resilient_canvas._encoding import Params, encode_params
 from resilient_canvas._http import (
+    ResponseHeaders,
     origin_of,
-    parse_float_header,
     redact_url,
-    token_fingerprint,
 )
 from resilient_canvas._links import parse_links
 from resilient_canvas._policy import RetryBudget, RetryPolicy, Seconds
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
+from resilient_canvas._secret import AccessToken
 from resilient_canvas._throttle import Observation, Throttle, throttle_for
 from resilient_canvas.exceptions import (
     CanvasException,
@@ -179,7 +179,7 @@ class CanvasClient:
     def __init__(
         self,
         base_url: str,
-        access_token: str,
+        access_token: str | AccessToken,
         *,
         policy: RetryPolicy | None = None,
         throttle: Throttle | Literal["shared"] | None = "shared",
@@ -192,11 +192,13 @@ class CanvasClient:
         redis_url: str | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
+        # Wrapped first and the bare string dropped: a traceback that shows
+        # frame locals (structlog, rich) would otherwise print it.
+        token = access_token if isinstance(access_token, AccessToken) else AccessToken(access_token)
+        del access_token
         base = URL(base_url)
         if not base.is_absolute() or base.scheme not in ("http", "https"):
             raise ValueError(f"base_url must be an absolute http(s) URL, not {base_url!r}.")
-        if not access_token:
-            raise ValueError("access_token must not be empty.")
         if max_body_size < 1:
             raise ValueError(f"max_body_size must be positive, not {max_body_size}.")
         if not 1 <= per_page <= 100:
@@ -214,12 +216,12 @@ class CanvasClient:
         self._prefix = base.path.rstrip("/")
         self._base = base.with_path(self._prefix + "/").with_query(None).with_fragment(None)
         self._origin = origin_of(base)
-        self._auth = {"Authorization": f"Bearer {access_token}"}
-        self.fingerprint = token_fingerprint(access_token)
+        self._token = token
+        self.fingerprint = token.fingerprint
         self.policy = policy or RetryPolicy()
         budget = RetryBudget(self.policy.budget)
         self.throttle = (
-            throttle_for(base, access_token, redis_url=redis_url, budget=budget)
+            throttle_for(base, token.reveal(), redis_url=redis_url, budget=budget)
             if throttle == "shared"
             else throttle
         )
@@ -690,7 +692,7 @@ class CanvasClient:
             params=query or None,
             data=form,
             json=json_body,
-            headers={**self._auth, "User-Agent": self._user_agent},
+            headers={"Authorization": self._token.authorization(), "User-Agent": self._user_agent},
             timeout=timeouts,
         ) as response:
             if response.status >= 400:
@@ -805,14 +807,15 @@ def _decode(
                 # Not "from exc": a JSONDecodeError holds the whole document.
                 return _not_json(response.status, body, method, url, exc)
     links = parse_links(response.headers.getall("Link", ()), response.url)
+    view = ResponseHeaders.parse(response.headers)
     return CanvasResponse(
         status=response.status,
         headers=response.headers,
         data=data,
         url=url,
         links=links.urls,
-        rate_limit_remaining=parse_float_header(response.headers.get("X-Rate-Limit-Remaining")),
-        request_cost=parse_float_header(response.headers.get("X-Request-Cost")),
+        rate_limit_remaining=view.rate_limit_remaining,
+        request_cost=view.request_cost,
         content=body,
         link_errors=links.errors,
     )

@@ -1,4 +1,4 @@
-"""Parsing of the few HTTP and Canvas header values we act on, and redaction.
+"""Parsing of the few HTTP and Canvas header values we act on, and URL redaction.
 
 Every parser here is total: hostile or malformed input yields ``None``, never an
 exception, because these run while we are already handling a failure.
@@ -11,8 +11,8 @@ import email.utils
 import hashlib
 import math
 import re
-import traceback
 from collections.abc import Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 
 from multidict import CIMultiDict
@@ -20,6 +20,11 @@ from yarl import URL
 
 #: Longest header value we bother to parse; a longer one is garbage or an attack.
 MAX_HEADER_VALUE_LENGTH = 256
+
+_DELAY_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,6})?")
+
+#: Longest ``Link`` header we read; beyond it the header is ignored as garbage.
+_MAX_LINK_LENGTH = 16 * 1024
 
 #: Query parameters that carry credentials and must never be logged or shown.
 SECRET_QUERY_KEYS = frozenset({"access_token", "token", "client_secret", "code"})
@@ -87,9 +92,10 @@ def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> f
     text = value.strip()
     if not text:
         return None
-    seconds = parse_float_header(text) if _looks_numeric(text) else None
-    if seconds is not None:
-        return seconds if seconds >= 0 else None
+    if text[0].isdigit() or text[0] in "+-.":
+        # delay-seconds is digits (a fraction tolerated); not Python's float
+        # syntax, which also reads "1_0", "1e308" and "inf".
+        return float(text) if _DELAY_SECONDS.fullmatch(text) else None
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -100,8 +106,49 @@ def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> f
     return max(0.0, (when - current).total_seconds())
 
 
-def _looks_numeric(text: str) -> bool:
-    return text[0].isdigit() or text[0] in "+-."
+@dataclass(frozen=True, slots=True)
+class ResponseHeaders:
+    """The response header values we act on, parsed once.
+
+    Both the success path (quota numbers for the throttle, the ``Link`` for
+    pagination) and the classifier (``Retry-After``, the ``WWW-Authenticate``
+    test) read this one view, so a header is parsed and range-checked in one
+    place only.
+
+    Attributes:
+        rate_limit_remaining: ``X-Rate-Limit-Remaining``, finite, else None.
+        request_cost: ``X-Request-Cost``, finite, else None.
+        retry_after: ``Retry-After`` in seconds (both RFC 9110 forms), else None.
+        content_type: ``Content-Type`` lower-cased, "" when absent.
+        request_id: ``X-Request-Context-Id``, at most 128 characters.
+        link: The raw ``Link`` header, None when absent or absurdly long.
+        www_authenticate: Whether a ``WWW-Authenticate`` challenge was sent.
+    """
+
+    rate_limit_remaining: float | None = None
+    request_cost: float | None = None
+    retry_after: float | None = None
+    content_type: str = ""
+    request_id: str | None = None
+    link: str | None = None
+    www_authenticate: bool = False
+
+    @classmethod
+    def parse(cls, headers: Mapping[str, str]) -> ResponseHeaders:
+        """Read the view from a case-insensitive mapping; never raises on bad values."""
+        get = headers.get
+        request_id = get("X-Request-Context-Id")
+        link = get("Link")
+        return cls(
+            rate_limit_remaining=parse_float_header(get("X-Rate-Limit-Remaining")),
+            request_cost=parse_float_header(get("X-Request-Cost")),
+            retry_after=parse_retry_after(get("Retry-After")),
+            content_type=(get("Content-Type") or "")[:MAX_HEADER_VALUE_LENGTH].lower(),
+            request_id=request_id[:128] if request_id else None,
+            # Canvas's longest Link (five relations, bookmarks) is a few KB.
+            link=link if link is not None and len(link) <= _MAX_LINK_LENGTH else None,
+            www_authenticate="WWW-Authenticate" in headers,
+        )
 
 
 def redact_url(url: str | URL | None) -> str | None:
@@ -137,27 +184,3 @@ def token_fingerprint(token: str) -> str:
 def origin_of(url: URL) -> str:
     """Return ``scheme://host:port`` of an absolute URL, lower-cased."""
     return str(url.origin()).lower()
-
-
-_SECRETS = [
-    re.compile(r"(?i)(bearer\s+)[^\s\"'<>,;]+"),
-    re.compile(r"(?i)((?:access_token|client_secret)=)[^&\s\"'<>]+"),
-    re.compile(r"(?i)(\"?(?:access_token|authorization)\"?\s*[:=]\s*\"?)[^\s\"'<>,&]+"),
-]
-
-
-def scrub(text: str) -> str:
-    """Replace anything that looks like a credential with ``[redacted]``."""
-    for pattern in _SECRETS:
-        text = pattern.sub(r"\1[redacted]", text)
-    return text
-
-
-def format_traceback(error: BaseException) -> str:
-    """The traceback of *error* and its causes as text, credentials redacted.
-
-    Logged instead of the exception object: renderers that show each frame's
-    local variables would otherwise print the request headers, token included,
-    held by aiohttp's frames.
-    """
-    return scrub("".join(traceback.format_exception(error)))

@@ -1,7 +1,9 @@
 """Structured events. The library never configures logging; it only emits.
 
 Event names are constants so users can filter on them; fields are flat and
-floats are rounded so logs stay readable (tenacity prints 15 decimals).
+floats are rounded so logs stay readable (tenacity prints 15 decimals). Every
+text field is redacted before it is emitted: URLs and messages may come from
+a server that echoes the token.
 
 Where events go: through structlog once the application has configured it
 (``structlog.configure``, which ``structlog.testing.capture_logs`` also
@@ -19,8 +21,8 @@ from typing import Any
 
 import structlog
 
-from resilient_canvas._http import format_traceback
-from resilient_canvas.exceptions import CanvasException
+from resilient_canvas._errors import CanvasException
+from resilient_canvas._secret import format_traceback, redact
 
 RETRY_SCHEDULED = "canvas.retry_scheduled"
 REQUEST_FAILED = "canvas.request_failed"
@@ -83,9 +85,13 @@ def error_fields(error: CanvasException) -> dict[str, Any]:
     }
 
 
+def _redacted(fields: dict[str, Any]) -> dict[str, Any]:
+    return {key: redact(val) if isinstance(val, str) else val for key, val in fields.items()}
+
+
 def retry_scheduled(**fields: Any) -> None:
     """Log that a retry will follow a wait."""
-    logger.warning(RETRY_SCHEDULED, **fields)
+    logger.warning(RETRY_SCHEDULED, **_redacted(fields))
 
 
 def request_failed(error: CanvasException, **fields: Any) -> None:
@@ -95,16 +101,16 @@ def request_failed(error: CanvasException, **fields: Any) -> None:
     object, whose frames hold the request headers.
     """
     if error.quiet:
-        logger.warning(REQUEST_FAILED, **fields)
+        logger.warning(REQUEST_FAILED, **_redacted(fields))
     else:
-        logger.error(REQUEST_FAILED, exception=format_traceback(error), **fields)
+        logger.error(REQUEST_FAILED, exception=format_traceback(error), **_redacted(fields))
 
 
 def throttle_paused(**fields: Any) -> None:
     """Log a shared pause of every request on one token."""
-    logger.info(THROTTLE_PAUSED, **fields)
+    logger.info(THROTTLE_PAUSED, **_redacted(fields))
 
 
 def throttle_degraded(**fields: Any) -> None:
     """Log that shared (Redis) throttle state is unreachable and local pacing took over."""
-    logger.warning(THROTTLE_DEGRADED, **fields)
+    logger.warning(THROTTLE_DEGRADED, **_redacted(fields))

@@ -6,7 +6,7 @@ import datetime as dt
 import threading
 from dataclasses import dataclass, field
 
-from resilient_canvas.exceptions import (
+from resilient_canvas._errors import (
     CanvasException,
     ConnectError,
     ConnectionDropped,

@@ -27,17 +27,13 @@ import aiohttp
 import tenacity
 
 from resilient_canvas import _logging
+from resilient_canvas._classify import classify_response
 from resilient_canvas._config import is_testing, testing_attempts
+from resilient_canvas._errors import CanvasException, RateLimitExceeded, ThrottleTimeout
 from resilient_canvas._history import Attempt, AttemptHistory
 from resilient_canvas._policy import RetryBudget, RetryPolicy, seconds
 from resilient_canvas._throttle import Observation, Permit, Throttle
-from resilient_canvas.exceptions import (
-    CanvasException,
-    RateLimitExceeded,
-    ThrottleTimeout,
-    classify_response,
-    from_aiohttp_error,
-)
+from resilient_canvas._translate import from_aiohttp_error, seal
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -290,16 +286,17 @@ async def call_with_retries(
             observation = observe(result) if observe else None
             return result
         except Exception as exc:
-            translated = translate(exc, call_info)
-            if translated is None:
+            failure = translate(exc, call_info)
+            if failure is None:
                 raise
-            observation = observation_of(translated)
-            if translated is exc:
-                raise
-            raise translated from exc
+            observation = observation_of(failure)
         finally:
             if permit is not None and throttle is not None:
                 throttle.release(permit, observation)
+        # Raised here, outside the handler, so that the original exception is not
+        # chained as __context__; seal() drops the frames whose locals hold the
+        # request, the response and its body.
+        raise seal(failure)
 
     # Most calls succeed at once: the first attempt runs without building the
     # retry machinery, which costs more than a loopback request.
@@ -459,14 +456,16 @@ async def raise_for_canvas_status(response: aiohttp.ClientResponse) -> None:
     """
     if response.status < 400:
         return
+    failure: CanvasException | None = None
     try:
         body = await response.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
-        translated = from_aiohttp_error(exc, method=response.method, url=response.url)
-        assert translated is not None
-        raise translated from exc
+        failure = from_aiohttp_error(exc, method=response.method, url=response.url)
     finally:
         response.release()
+    if failure is not None:
+        # Outside the handler: the aiohttp exception holds the request's headers.
+        raise failure
     raise classify_response(
         response.status, response.headers, body, method=response.method, url=response.url
     )

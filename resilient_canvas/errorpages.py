@@ -4,7 +4,8 @@ Modelled on Sanic's error pages, framework-neutral. :func:`exception_response`
 picks a format from the request's ``Accept`` and ``Content-Type``;
 :func:`error_middleware` plugs it into aiohttp.web. What we add to Sanic's
 model: ``extra`` and tracebacks never appear in minimal output, and no access
-token appears in any output, debug included.
+token appears in any output or header, debug included (every live token's exact
+value and anything that looks like a credential are redacted).
 
 A Sanic app can use the same renderers in its error handler::
 
@@ -37,8 +38,9 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from resilient_canvas._http import scrub, status_phrase
-from resilient_canvas.exceptions import CanvasException
+from resilient_canvas._errors import CanvasException
+from resilient_canvas._http import status_phrase
+from resilient_canvas._secret import redact
 
 __all__ = [
     "FALLBACK_TEXT",
@@ -163,7 +165,9 @@ class BaseRenderer:
     def render(self) -> RenderedError:
         """Full output only in debug for a non-quiet exception; minimal otherwise."""
         body = self.full() if self.debug and not self.quiet else self.minimal()
-        return RenderedError(self.status, self.headers, self.content_type, scrub(body))
+        # The last line of defence: whatever a page shows, no credential leaves.
+        headers = {name: redact(value) for name, value in self.headers.items()}
+        return RenderedError(self.status, headers, self.content_type, redact(body))
 
     def full(self) -> str:
         """Everything a developer needs: message, context, extra, traceback."""

@@ -302,7 +302,8 @@ async def test_debug_shows_the_full_page_with_tracebacks_and_no_token() -> None:
 
     assert "Traceback" not in plain.stderr
     assert "Traceback (most recent call last)" in debug.stderr
-    assert "ConnectionRefusedError" in debug.stderr
+    # The chain is sealed (docs/security.md): the cause is named, not carried.
+    assert "ClientConnectorError" in debug.stderr
     assert "resilient_canvas.exceptions.ConnectError" in debug.stderr
     assert "tok-SECRET-456" not in debug.stderr
 

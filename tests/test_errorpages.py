@@ -242,6 +242,23 @@ def test_no_token_in_any_output_even_debug(renderer: type) -> None:
     assert "SEKRET" not in body
 
 
+@pytest.mark.parametrize("renderer", RENDERERS)
+@pytest.mark.parametrize("debug", [True, False])
+def test_live_token_value_is_redacted_from_body_and_headers(renderer: type, debug: bool) -> None:
+    """A live token's bare value, anywhere in a foreign error or its headers, never shows."""
+    from resilient_canvas._secret import AccessToken
+
+    token = AccessToken("9~" + "w" * 40)
+    error = exc.ServerError(quiet=False, headers={"X-Echo": f"saw {token.reveal()}"})
+    error.message = f"the proxy saw {token.reveal()}"
+    error.extra["body_excerpt"] = f"echo: {token.reveal()}"
+
+    page = exception_response(FakeRequest(), error, debug, renderer=renderer)
+
+    assert token.reveal() not in page.body + repr(page.headers)
+    assert "saw [redacted]" == page.headers["X-Echo"]
+
+
 def test_escape_is_minimal() -> None:
     """escape() handles & and < only, as Sanic's does."""
     assert "&amp;&lt;>\"'" == escape("&<>\"'")

@@ -329,6 +329,11 @@ def test_huge_and_invalid_bodies_are_bounded() -> None:
         ("nan", None),
         ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
         ("9" * 400, None),
+        ("1.5", 1.5),
+        ("1_0", None),
+        ("1e308", None),
+        ("0x10", None),
+        ("+5", None),
     ],
 )
 def test_retry_after_parsing(value: str, expected: float | None) -> None:
@@ -586,3 +591,127 @@ def test_client_response_error_is_classified_by_status() -> None:
 def test_unrelated_exceptions_are_not_translated() -> None:
     """A KeyError from user code is not ours to translate."""
     assert from_aiohttp_error(KeyError("x")) is None
+
+
+# ------------------------------------------------------- the split, one header view
+
+
+def test_every_public_name_reports_the_public_module_as_home() -> None:
+    """Classes and functions moved to private modules still name resilient_canvas.exceptions."""
+    homes = {
+        getattr(exc, name).__module__
+        for name in exc.__all__
+        if inspect.isclass(getattr(exc, name)) or inspect.isfunction(getattr(exc, name))
+    }
+
+    assert {"resilient_canvas.exceptions"} == homes
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        classify_response(401, BEARER, _body({"errors": [{"message": "Invalid access token."}]})),
+        classify_response(503, {"Retry-After": "30"}, b"<html>down</html>", method="GET"),
+        exc.InvalidResponse("cut short", retryable=True),
+        exc.MethodNotAllowed("no", "POST", ["GET"]),
+    ],
+    ids=["invalid-token", "unavailable", "invalid-response", "method-not-allowed"],
+)
+def test_errors_survive_pickling(error: exc.CanvasException) -> None:
+    """An error sent to another process (multiprocessing, a task queue) arrives whole."""
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes)
+
+    assert (type(error), str(error), vars(error)) == (type(copy), str(copy), vars(copy))
+    assert error.retryable == copy.retryable
+
+
+def test_one_header_view_serves_both_paths() -> None:
+    """ResponseHeaders parses every header we act on once, hostile values included."""
+    from multidict import CIMultiDict
+
+    from resilient_canvas._http import ResponseHeaders
+
+    headers = CIMultiDict(
+        {
+            "x-rate-limit-remaining": "1.0e-05",
+            "X-Request-Cost": "nan",
+            "Retry-After": "7",
+            "Content-Type": "Text/HTML; charset=utf-8",
+            "X-Request-Context-Id": "r" * 500,
+            "Link": '<https://c.test/api/v1/x?page=2>; rel="next"',
+            "WWW-Authenticate": "Bearer",
+        }
+    )
+
+    view = ResponseHeaders.parse(headers)
+
+    assert (
+        ResponseHeaders(
+            rate_limit_remaining=1.0e-05,
+            request_cost=None,
+            retry_after=7.0,
+            content_type="text/html; charset=utf-8",
+            request_id="r" * 128,
+            link='<https://c.test/api/v1/x?page=2>; rel="next"',
+            www_authenticate=True,
+        )
+        == view
+    )
+    assert ResponseHeaders() == ResponseHeaders.parse(CIMultiDict())
+
+
+# ------------------------------------------- what retrying can heal (issue 14 §3)
+
+
+def _redirects() -> aiohttp.TooManyRedirects:
+    return aiohttp.TooManyRedirects(None, (), status=302)  # type: ignore[arg-type]
+
+
+def _unparsable() -> aiohttp.ClientResponseError:
+    error = aiohttp.ClientResponseError(None, (), status=400, message="Bad status line")  # type: ignore[arg-type]
+    error.__cause__ = aiohttp.http_exceptions.BadStatusLine("HTTP/9 nope")
+    return error
+
+
+def _bad_gzip() -> aiohttp.ClientPayloadError:
+    error = aiohttp.ClientPayloadError("Can not decode content-encoding: gzip")
+    error.__cause__ = aiohttp.http_exceptions.ContentEncodingError("gzip")
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable", "match"),
+    [
+        (aiohttp.ClientPayloadError("Response payload is not completed"), True, "cut short"),
+        (_bad_gzip(), False, "could not be read"),
+        (_redirects(), False, "redirect loop"),
+        (aiohttp.ContentTypeError(None, ()), False, "could not be read"),  # type: ignore[arg-type]
+        (_unparsable(), False, "not valid HTTP"),
+    ],
+    ids=["truncated", "bad-gzip", "redirect-loop", "content-type", "not-http"],
+)
+def test_only_answers_cut_short_may_heal(error: BaseException, retryable: bool, match: str) -> None:
+    """The boundary marks truncation retryable; every complete unusable answer is not."""
+    translated = from_aiohttp_error(error, method="GET", url="https://c.test/api/v1/x")
+
+    assert isinstance(translated, exc.InvalidResponse)
+    assert retryable == translated.retryable
+    assert match in str(translated)
+
+
+def test_invalid_responses_raised_directly_are_not_retryable() -> None:
+    """A complete answer we refuse (too large, not JSON, a bad Link) is deterministic."""
+    assert not exc.InvalidResponse("A body larger than the limit.").retryable
+    assert exc.InvalidResponse("Cut short.", retryable=True).retryable
+
+
+def test_translated_errors_keep_only_a_summary_of_their_cause() -> None:
+    """The aiohttp exception is summarised (type, message), not chained with its request."""
+    translated = from_aiohttp_error(aiohttp.ServerDisconnectedError(), method="GET")
+
+    assert translated is not None
+    cause = translated.__cause__
+    assert isinstance(cause, exc.UnderlyingError)
+    assert "aiohttp.client_exceptions.ServerDisconnectedError: Server disconnected" == str(cause)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 import tenacity
+from aiohttp import web
 from structlog.testing import capture_logs
 
 from resilient_canvas import (
@@ -115,7 +117,8 @@ CALLS = {
         (Fault.GATEWAY_TIMEOUT, "GET", True),
         (Fault.GATEWAY_TIMEOUT, "PUT", True),
         (Fault.GATEWAY_TIMEOUT, "POST", False),
-        (Fault.MALFORMED_JSON, "GET", True),
+        # A complete 200 that is not JSON is the same next time (issue 14 §3).
+        (Fault.MALFORMED_JSON, "GET", False),
         (Fault.MALFORMED_JSON, "POST", False),
         (Fault.SERVER_ERROR, "GET", False),
         (Fault.SERVER_ERROR, "POST", False),
@@ -664,3 +667,163 @@ async def test_deadline_bounds_the_wait_for_the_throttle() -> None:
     assert raised.value.request_sent is False
     assert not raised.value.may_have_been_applied
     assert "throttle_timeout" == raised.value.attempts.reasons[-1]  # type: ignore[union-attr]
+
+
+# ------------------------------------------------ deterministic failures (issue 14 §3)
+
+
+class Counting:
+    """An aiohttp server whose answers cannot heal, counting the requests it gets."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, int] = {}
+        self.url = ""
+
+    def route(self, answer: Callable[[], web.StreamResponse]) -> Any:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            self.hits[request.path] = self.hits.get(request.path, 0) + 1
+            return answer()
+
+        return handle
+
+
+@pytest.fixture
+async def counting() -> AsyncIterator[Counting]:
+    """Answers that are the same every time: HTML, oversized, not JSON, loops, bad links."""
+    server = Counting()
+
+    def loop() -> web.StreamResponse:
+        raise web.HTTPFound("/api/v1/loop")
+
+    answers: dict[str, Callable[[], web.StreamResponse]] = {
+        "html": lambda: web.Response(
+            text="<!DOCTYPE html><html>Log in</html>", content_type="text/html"
+        ),
+        "big": lambda: web.Response(
+            body=b"[" + b"1," * 2000 + b"1]", content_type="application/json"
+        ),
+        "while1": lambda: web.Response(text='while(1);{"id": 1}', content_type="application/json"),
+        "loop": loop,
+        "elsewhere": lambda: web.json_response(
+            [1], headers={"Link": '<https://evil.test/api/v1/x?page=2>; rel="next"'}
+        ),
+    }
+    app = web.Application()
+    for name, answer in answers.items():
+        app.router.add_route("*", f"/api/v1/{name}", server.route(answer))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield server
+    await runner.cleanup()
+
+
+def _quick_client(url: str, clock: FakeClock) -> CanvasClient:
+    return CanvasClient(
+        url,
+        "tok",
+        throttle=None,
+        policy=RetryPolicy(attempts=5),
+        max_body_size=1024,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "requests", "match"),
+    [
+        ("html", 1, "not valid JSON"),
+        ("big", 1, "larger than 1,024 bytes"),
+        ("while1", 1, "not valid JSON"),
+        # aiohttp follows 10 redirects within the one attempt.
+        ("loop", 10, "redirect loop"),
+    ],
+)
+async def test_deterministic_failures_get_one_attempt(
+    counting: Counting, path: str, requests: int, match: str
+) -> None:
+    """A complete answer that cannot be used is not retried: one attempt, a clear error."""
+    clock = FakeClock()
+    async with _quick_client(counting.url, clock) as client:
+        with pytest.raises(exc.InvalidResponse, match=match) as raised:
+            await client.get(path)
+
+    assert requests == counting.hits[f"/api/v1/{path}"]
+    assert (1, "not_retryable") == (
+        raised.value.attempts.count,  # type: ignore[union-attr]
+        raised.value.attempts.gave_up_because,  # type: ignore[union-attr]
+    )
+    assert not raised.value.retryable
+
+
+async def test_a_bad_link_target_is_not_followed_or_retried(counting: Counting) -> None:
+    """A next link to another origin stops the listing at once with one request sent."""
+    clock = FakeClock()
+    async with _quick_client(counting.url, clock) as client:
+        with pytest.raises(exc.InvalidResponse, match="another origin"):
+            async for _ in client.paginate("elsewhere"):
+                pass
+
+    assert 1 == counting.hits["/api/v1/elsewhere"]
+
+
+async def _raw_server(answer: bytes) -> tuple[asyncio.Server, str, list[int]]:
+    """A socket server that answers every request with *answer*, then hangs up."""
+    count: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        count.append(1)
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", count
+
+
+TRUNCATED = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[1, 2"
+RESET = b""
+
+
+@pytest.mark.parametrize(
+    ("answer", "method", "attempts", "error"),
+    [
+        (TRUNCATED, "GET", 5, exc.InvalidResponse),
+        (TRUNCATED, "POST", 1, exc.InvalidResponse),
+        (RESET, "GET", 5, exc.ConnectionDropped),
+        (RESET, "POST", 1, exc.ConnectionDropped),
+    ],
+)
+async def test_truncated_bodies_and_resets_stay_retryable_by_method(
+    answer: bytes, method: str, attempts: int, error: type[exc.CanvasException]
+) -> None:
+    """A body cut short or a dropped connection is retried when the method allows it."""
+    clock = FakeClock()
+    server, url, count = await _raw_server(answer)
+    async with server, _quick_client(url, clock) as client:
+        with pytest.raises(error) as raised:
+            await client.request(method, "x")
+
+    # (aiohttp itself may resend an idempotent request once on a closed connection.)
+    assert attempts == raised.value.attempts.count  # type: ignore[union-attr]
+    assert attempts <= len(count)
+    assert raised.value.retryable
+
+
+async def test_errors_from_decorated_code_keep_the_callers_frames() -> None:
+    """Sealing drops the library's frames from a traceback, never the caller's own."""
+
+    @resilient(policy=RetryPolicy(attempts=1))
+    async def caller_code() -> None:
+        raise exc.BadRequest("The caller refused its own input.")
+
+    with pytest.raises(exc.BadRequest) as raised:
+        await caller_code()
+
+    names = [frame.name for frame in traceback.extract_tb(raised.value.__traceback__)]
+    assert "caller_code" in names
+    assert "attempt" not in names

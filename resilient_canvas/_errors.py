@@ -1,0 +1,600 @@
+"""The exception tree: every class resilient_canvas raises, and nothing else.
+
+The tree is drawn in :mod:`resilient_canvas.exceptions`, the public module that
+re-exports these classes; this module holds them so that the classifier, the
+aiohttp boundary and the sans-IO retry decision can depend on the tree alone.
+It imports nothing that does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from resilient_canvas._http import redact_url, status_phrase
+from resilient_canvas._secret import redact, redact_data
+
+if TYPE_CHECKING:
+    from resilient_canvas._history import AttemptHistory
+
+
+class CanvasException(Exception):
+    """Base of every resilient_canvas error.
+
+    Args:
+        message: Text, bytes (decoded as UTF-8) or a Canvas JSON error body
+            (a dict with ``errors``, ``message`` or ``error``). None uses the
+            class message, else the status's reason phrase.
+        status_code: The HTTP status this error stands for.
+        quiet: Whether the error is expected in normal operation (logged
+            without a traceback, always rendered minimally). None uses the
+            class default.
+        context: Data safe to show the end user.
+        extra: Data for developers only; never shown in production pages.
+        headers: Headers to send with a rendered error response.
+        method: The HTTP method of the failed request.
+        url: The request URL; credentials are removed before it is stored.
+    """
+
+    message: str = ""
+    status_code: int = 500
+    quiet: bool = False
+    #: The kind of failure that may succeed when repeated.
+    transient: ClassVar[bool] = False
+    #: True when the request certainly did not take effect on the server.
+    certainly_not_applied: ClassVar[bool] = False
+    #: Short machine-readable reason for logs and attempt histories.
+    reason_name: ClassVar[str] = "error"
+
+    def __init__(
+        self,
+        message: str | bytes | Mapping[str, Any] | None = None,
+        status_code: int | None = None,
+        *,
+        quiet: bool | None = None,
+        context: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        if status_code is not None:
+            self.status_code = status_code
+        self.errors: Any = None
+        self.error_report_id: int | str | None = None
+        if isinstance(message, Mapping):
+            self.errors = redact_data(message.get("errors"))
+            self.error_report_id = message.get("error_report_id")
+            message = describe_canvas_body(message) or None
+        if message is None:
+            message = type(self).message or status_phrase(self.status_code)
+        elif isinstance(message, bytes):
+            message = message.decode("utf-8", errors="replace")
+        # Messages are often made from server data, which may echo the token.
+        message = redact(message)
+        super().__init__(message)
+        self.message: str = message
+        if quiet is not None:
+            self.quiet = quiet
+        self.context: dict[str, Any] = dict(context or {})
+        self.extra: dict[str, Any] = dict(extra or {})
+        # A fresh dict per instance: Sanic's shared class-level dict leaks
+        # headers from one error into the next.
+        self.headers: dict[str, str] = dict(headers or {})
+        self.method = method.upper() if method else None
+        self.url = redact_url(url)
+        self.retry_after: float | None = None
+        self.rate_limit_remaining: float | None = None
+        self.request_cost: float | None = None
+        self.request_id: str | None = None
+        self.request_sent: bool | None = None
+        #: The status of the response this error was read from; None without one.
+        self.response_status: int | None = None
+        #: The wait that would have been needed when retries gave up early.
+        self.wait_hint: float | None = None
+        #: Filled in by ``@resilient`` when it gives up on this error.
+        self.attempts: AttemptHistory | None = None
+
+    def __str__(self) -> str:
+        # Redacted again: ``message`` is a plain attribute that anyone may set.
+        return redact(self.message)
+
+    def __repr__(self) -> str:
+        parts = [repr(self.message)]
+        if self.status_code is not None:
+            parts.append(f"status_code={self.status_code}")
+        if self.method and self.url:
+            parts.append(f"request={self.method} {self.url}")
+        return redact(f"{type(self).__name__}({', '.join(parts)})")
+
+    @property
+    def retryable(self) -> bool:
+        """Whether this kind of failure may succeed when the request is repeated."""
+        return self.transient
+
+    @property
+    def may_have_been_applied(self) -> bool:
+        """Whether the server may have acted on the request despite the failure."""
+        return not self.certainly_not_applied
+
+    @property
+    def reason(self) -> str:
+        """A short, stable name for the kind of failure (``throttled``, ``timeout``...)."""
+        return self.reason_name
+
+
+def redact_error(error: CanvasException) -> None:
+    """Redact, in place, every text of *error* that may hold server data.
+
+    The classifier and the aiohttp boundary call this on each error they
+    make; the message was redacted when the error was built, but ``extra``,
+    ``context``, ``errors`` and ``headers`` are filled in afterwards, often
+    from the response body and headers.
+    """
+    error.message = redact(error.message)
+    error.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in error.args)
+    error.extra = redact_data(error.extra)
+    error.context = redact_data(error.context)
+    error.errors = redact_data(error.errors)
+    error.headers = {name: redact(value) for name, value in error.headers.items()}
+    if error.url is not None:
+        error.url = redact(error.url)
+    if isinstance(error.error_report_id, str):
+        error.error_report_id = redact(error.error_report_id)
+    if error.request_id is not None:
+        error.request_id = redact(error.request_id)
+
+
+class HTTPException(CanvasException):
+    """An error status from Canvas or a gateway in front of it.
+
+    Subclasses fix ``status_code``; it may still be given by keyword to keep a
+    rarer status (``410``) on the nearest generic class.
+    """
+
+    reason_name = "http_error"
+
+    def __init__(
+        self,
+        message: str | bytes | Mapping[str, Any] | None = None,
+        *,
+        status_code: int | None = None,
+        quiet: bool | None = None,
+        context: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            status_code,
+            quiet=quiet,
+            context=context,
+            extra=extra,
+            headers=headers,
+            method=method,
+            url=url,
+        )
+
+
+class BadRequest(HTTPException):
+    """400: Canvas rejected the request as invalid (also other 4xx statuses)."""
+
+    status_code = 400
+    quiet = True
+    reason_name = "bad_request"
+
+
+InvalidUsage = BadRequest
+BadURL = BadRequest
+
+
+class HeaderNotFound(BadRequest):
+    """A required header is missing."""
+
+
+class InvalidHeader(BadRequest):
+    """A header has an unusable value."""
+
+
+class Unauthorized(HTTPException):
+    """401: the credentials do not allow this request.
+
+    Args:
+        scheme: With it, a ``WWW-Authenticate`` header is built from the
+            scheme and the remaining keyword arguments, as Sanic does:
+            ``Unauthorized("x", scheme="Bearer", realm="canvas")`` gives
+            ``Bearer realm="canvas"``.
+    """
+
+    status_code = 401
+    quiet = True
+    reason_name = "unauthorized"
+
+    def __init__(
+        self,
+        message: str | bytes | Mapping[str, Any] | None = None,
+        scheme: str | None = None,
+        *,
+        status_code: int | None = None,
+        quiet: bool | None = None,
+        context: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        method: str | None = None,
+        url: str | None = None,
+        **challenges: str,
+    ) -> None:
+        super().__init__(
+            message,
+            status_code=status_code,
+            quiet=quiet,
+            context=context,
+            extra=extra,
+            headers=headers,
+            method=method,
+            url=url,
+        )
+        if scheme is not None:
+            values = ", ".join(f'{key}="{value}"' for key, value in challenges.items())
+            self.headers["WWW-Authenticate"] = f"{scheme} {values}".rstrip()
+
+
+class InvalidAccessToken(Unauthorized):
+    """401 with ``WWW-Authenticate``: the token is invalid, expired or revoked."""
+
+    reason_name = "invalid_token"
+
+
+class Forbidden(HTTPException):
+    """403: the token's user may not do this."""
+
+    status_code = 403
+    quiet = True
+    reason_name = "forbidden"
+
+
+class RateLimitExceeded(Forbidden):
+    """Canvas throttled the token (429, or a legacy 403 "Rate Limit Exceeded").
+
+    Canvas refuses a throttled request before it reaches the application, so it
+    is safe to repeat whatever the method.
+    """
+
+    transient = True
+    certainly_not_applied = True
+    reason_name = "throttled"
+
+
+class ResourceDoesNotExist(HTTPException):
+    """404: the resource does not exist, or the token's user cannot see it."""
+
+    status_code = 404
+    quiet = True
+    reason_name = "not_found"
+
+
+NotFound = ResourceDoesNotExist
+
+
+class FileNotFound(ResourceDoesNotExist):
+    """A file does not exist."""
+
+    def __init__(
+        self,
+        message: str | bytes | Mapping[str, Any] | None = None,
+        path: str | None = None,
+        relative_url: str | None = None,
+        *,
+        quiet: bool | None = None,
+        context: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, quiet=quiet, context=context, extra=extra, headers=headers)
+        self.path = path
+        self.relative_url = relative_url
+
+
+class MethodNotAllowed(HTTPException):
+    """405: the method is not allowed here; ``Allow`` lists those that are."""
+
+    status_code = 405
+    quiet = True
+    reason_name = "method_not_allowed"
+
+    def __init__(
+        self,
+        message: str | bytes | Mapping[str, Any] | None = None,
+        method: str = "",
+        allowed_methods: list[str] | tuple[str, ...] | None = None,
+        *,
+        quiet: bool | None = None,
+        context: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, quiet=quiet, context=context, extra=extra, headers=headers)
+        self.method = method or None
+        self.allowed_methods = list(allowed_methods or [])
+        if self.allowed_methods:
+            self.headers["Allow"] = ", ".join(self.allowed_methods)
+
+
+MethodNotSupported = MethodNotAllowed
+
+
+class RequestTimeout(HTTPException):
+    """408, and every timeout: no complete answer arrived in time."""
+
+    status_code = 408
+    quiet = True
+    transient = True
+    reason_name = "timeout"
+
+
+class ConnectTimeout(RequestTimeout):
+    """The connection could not be opened in time; the request was never sent."""
+
+    certainly_not_applied = True
+    reason_name = "connect_timeout"
+
+
+class ReadTimeout(RequestTimeout):
+    """The request was sent but no answer came in time; it may have been applied."""
+
+    reason_name = "read_timeout"
+
+
+class ThrottleTimeout(RequestTimeout):
+    """The call's deadline passed while it waited for the client-side throttle; never sent."""
+
+    certainly_not_applied = True
+    reason_name = "throttle_timeout"
+
+
+class GatewayTimeout(RequestTimeout):
+    """504: a gateway gave up waiting for Canvas; the request may have been applied."""
+
+    status_code = 504
+    reason_name = "gateway_timeout"
+
+
+class Conflict(HTTPException):
+    """409: the request conflicts with the resource's current state."""
+
+    status_code = 409
+    quiet = True
+    reason_name = "conflict"
+
+
+class PayloadTooLarge(HTTPException):
+    """413: the request body is larger than the server accepts."""
+
+    status_code = 413
+    quiet = True
+    reason_name = "payload_too_large"
+
+
+class URITooLong(HTTPException):
+    """414: the URL is longer than the server accepts."""
+
+    status_code = 414
+    quiet = True
+    reason_name = "uri_too_long"
+
+
+class RangeNotSatisfiable(HTTPException):
+    """416: the requested range is outside the resource.
+
+    Args:
+        content_range: An object with a ``total`` attribute (or an int): sets
+            ``Content-Range: bytes */<total>``.
+    """
+
+    status_code = 416
+    quiet = True
+    reason_name = "range_not_satisfiable"
+
+    def __init__(
+        self,
+        message: str | bytes | Mapping[str, Any] | None = None,
+        content_range: Any = None,
+        *,
+        quiet: bool | None = None,
+        context: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, quiet=quiet, context=context, extra=extra, headers=headers)
+        total = content_range if isinstance(content_range, int) else None
+        total = getattr(content_range, "total", total)
+        if total is not None:
+            self.headers["Content-Range"] = f"bytes */{total}"
+
+
+ContentRangeError = RangeNotSatisfiable
+
+
+class InvalidRangeType(RangeNotSatisfiable):
+    """The range unit or syntax is not supported."""
+
+
+class ExpectationFailed(HTTPException):
+    """417: the server cannot meet the ``Expect`` header."""
+
+    status_code = 417
+    quiet = True
+    reason_name = "expectation_failed"
+
+
+HeaderExpectationFailed = ExpectationFailed
+
+
+class UnprocessableEntity(HTTPException):
+    """422: Canvas understood the request but its content failed validation."""
+
+    status_code = 422
+    quiet = True
+    reason_name = "unprocessable"
+
+
+class ServerError(HTTPException):
+    """500: Canvas failed while handling the request (also other 5xx statuses)."""
+
+    status_code = 500
+    reason_name = "server_error"
+
+
+InternalServerError = ServerError
+
+
+class URLBuildError(ServerError):
+    """A URL could not be built."""
+
+
+class ServiceUnavailable(HTTPException):
+    """503: Canvas is unavailable (maintenance); the request never reached it."""
+
+    status_code = 503
+    quiet = True
+    transient = True
+    certainly_not_applied = True
+    reason_name = "unavailable"
+
+
+class BadGateway(ServiceUnavailable):
+    """502: a gateway could not get a valid answer; the request may have reached Canvas."""
+
+    status_code = 502
+    certainly_not_applied = False
+    reason_name = "bad_gateway"
+
+
+class TransportError(CanvasException):
+    """No usable HTTP response: the network or the answer itself failed."""
+
+    status_code = 502
+    reason_name = "transport"
+
+
+class ConnectError(TransportError):
+    """Could not connect to Canvas; the request was never sent."""
+
+    quiet = True
+    transient = True
+    certainly_not_applied = True
+    reason_name = "connect_error"
+
+
+class TLSError(TransportError):
+    """No trusted TLS connection could be made; the request was never sent.
+
+    Not transient: a certificate problem does not fix itself between retries.
+    """
+
+    certainly_not_applied = True
+    reason_name = "tls_error"
+
+
+class ConnectionDropped(TransportError):
+    """The connection was lost after the request was sent; it may have been applied."""
+
+    quiet = True
+    transient = True
+    reason_name = "connection_dropped"
+
+
+class InvalidResponse(TransportError):
+    """Canvas's answer could not be used (truncated, not JSON, too large, a redirect loop).
+
+    Whether repeating the request can help depends on the instance, not the
+    class: a complete answer that cannot be used (a 200 HTML page, a body over
+    ``max_body_size``, a bad ``Link``, a redirect loop, garbage instead of
+    HTTP) will be the same next time, so it is not retried; an answer cut
+    short (the connection failed in the middle of the body) may be whole next
+    time, so it is retried like a dropped connection.
+
+    Args:
+        retryable: Whether repeating the request can help. False unless the
+            raiser knows the answer was cut short; the aiohttp boundary sets it
+            for truncated bodies.
+    """
+
+    reason_name = "invalid_response"
+
+    def __init__(
+        self,
+        message: str | bytes | Mapping[str, Any] | None = None,
+        status_code: int | None = None,
+        *,
+        retryable: bool = False,
+        quiet: bool | None = None,
+        context: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            status_code,
+            quiet=quiet,
+            context=context,
+            extra=extra,
+            headers=headers,
+            method=method,
+            url=url,
+        )
+        self._retryable = retryable
+
+    @property
+    def retryable(self) -> bool:
+        """Whether repeating the request can help: only when the answer was cut short."""
+        return self._retryable
+
+
+class ProgressFailed(CanvasException):
+    """A Canvas background job (a ``Progress``) ended in ``failed``."""
+
+    reason_name = "progress_failed"
+
+
+class RequiredFieldMissing(CanvasException):
+    """A required argument was missing; raised before any request is sent."""
+
+    status_code = 400
+    quiet = True
+    certainly_not_applied = True
+    reason_name = "required_field_missing"
+
+
+def describe_canvas_body(body: Mapping[str, Any]) -> str:
+    """Return a readable sentence from a Canvas JSON error body, or "".
+
+    Canvas has several shapes: ``{"errors": [{"message": ...}]}``, field
+    errors ``{"errors": {"name": [{"message": ...}]}}``, ``{"message": ...}``
+    and ``{"error": ...}``.
+    """
+    errors = body.get("errors")
+    parts: list[str] = []
+    if isinstance(errors, list):
+        parts = [_error_text(item) for item in errors]
+    elif isinstance(errors, Mapping):
+        for field, problems in errors.items():
+            items = problems if isinstance(problems, list) else [problems]
+            parts.extend(f"{field}: {_error_text(item)}" for item in items)
+    elif isinstance(errors, str):
+        parts = [errors]
+    for key in ("message", "error"):
+        if not parts and isinstance(body.get(key), str):
+            parts = [body[key]]
+    return "; ".join(part for part in parts if part)
+
+
+def _error_text(item: Any) -> str:
+    if isinstance(item, Mapping):
+        text = item.get("message")
+        return text if isinstance(text, str) else ""
+    return item if isinstance(item, str) else ""
