@@ -18,6 +18,8 @@ from http import HTTPStatus
 from multidict import CIMultiDict
 from yarl import URL
 
+from resilient_canvas._phrases import SANIC_STATUS_PHRASES
+
 #: Longest header value we bother to parse; a longer one is garbage or an attack.
 MAX_HEADER_VALUE_LENGTH = 256
 
@@ -31,9 +33,15 @@ SECRET_QUERY_KEYS = frozenset({"access_token", "token", "client_secret", "code"}
 
 
 def status_phrase(status: int | None) -> str:
-    """Return the standard reason phrase for *status*, or "" when it has none."""
+    """Return the reason phrase for *status*, or "" when it has none.
+
+    Sanic's wording first (our exceptions follow Sanic's model), then the
+    standard library's for the few statuses Sanic does not name.
+    """
     if status is None:
         return ""
+    if status in SANIC_STATUS_PHRASES:
+        return SANIC_STATUS_PHRASES[status]
     try:
         return HTTPStatus(status).phrase
     except ValueError:
