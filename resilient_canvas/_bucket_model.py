@@ -1,0 +1,950 @@
+"""What the client believes about one token's Canvas bucket, and who may start: sans-IO.
+
+Canvas keeps, per access token, a count ``C`` that leaks at ``outflow`` units
+per second while positive. A request arriving adds a reservation
+``up_front_cost`` (``U``, settable per path) and is refused when
+``C >= hwm``; when it ends, the reservation is replaced by its real cost.
+Every answer carries ``X-Rate-Limit-Remaining = hwm - C``.
+
+Write ``D = hwm - B`` for the *headroom*, where ``B`` is the count without
+the reservations of requests at the server. Then every answer says::
+
+    remaining = D - sum(U of the other requests at the server)        (1)
+
+and between two answers the headroom moves as::
+
+    D' = D + outflow * dt - (costs settled in between)                (2)
+
+Both are linear in the unknowns ``x = [D, outflow, U, dU_route...]``, so
+this module runs a small Kalman filter over them (``_Filter``): (2) is the
+prediction, (1) the measurement, and which of our requests were at the
+server when Canvas answered comes from our own send times and the one-way
+network delay. The filter learns ``up_front_cost`` because the number of
+requests at the server varies from one answer to the next, and ``outflow``
+from how the headroom drifts, in a busy run, without being alone in flight.
+Per-route reservations are modelled hierarchically: ``U_route = U +
+dU_route`` with ``dU_route`` starting at zero, so a route only gets its own
+value when the evidence says it differs.
+
+``hwm`` matters only when the bucket empties (the count cannot go below 0,
+so ``D <= hwm + reservations``); it is estimated apart from the filter, from
+answers that the model believes were given by an empty bucket, and from the
+fact that ``remaining <= hwm`` always.
+
+Admission keeps ``D - sum(U in flight) - U_new - expected excess costs``
+above a safety margin that is the larger of ``ThrottleConfig.margin`` and
+``z`` standard deviations of the filter's uncertainty about that very
+quantity: a fresh model is careful, a converged one runs close to the edge.
+
+Nothing here touches the network or an event loop: the in-process throttle,
+the Redis throttle and the blocking client drive the same object.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Physical bounds of what a Canvas header may say (documented in docs/throttle.md).
+#: Values outside are garbage (or another system's header) and are ignored.
+MAX_HWM = 100_000.0
+MAX_ABS_REMAINING = 100_000.0
+MAX_REQUEST_COST = 10_000.0
+#: Bounds the estimates are kept in, whatever the evidence.
+MIN_UP_FRONT_COST = 0.5
+MIN_OUTFLOW = 0.05
+MAX_OUTFLOW = 10_000.0
+#: Standard deviations of admission's uncertainty kept as headroom.
+_SAFETY_Z = 2.5
+#: An answer further than this many standard deviations from the prediction is an outlier.
+_GATE_Z = 6.0
+#: After this many outliers in a row on the same side, the model accepts it was wrong.
+_OUTLIERS_TO_RESET = 4
+#: Noise of one remaining measurement, in units squared (rounding, timing).
+_MEASUREMENT_VAR = 1.0
+#: Doubt about how many of ours were at the server, in reservations squared.
+_COUNT_DOUBT = 0.1
+#: Drift of the headroom from activity we cannot see, in units squared per second.
+_HEADROOM_DRIFT_PER_S = 2.0
+#: Drift allowed to the learned parameters per answer (they may change, slowly).
+_UP_FRONT_DRIFT = 0.01
+_OUTFLOW_DRIFT_PER_S = 1e-4
+#: Routes that get their own reservation estimate; the rest share the global one.
+#: (Cost averages are kept for more routes: they are cheap.)
+_MAX_ROUTES = 6
+_MAX_COST_ROUTES = 512
+#: Weight of a new sample in the per-route cost and service-time averages.
+_COST_WEIGHT = 0.1
+#: Standard deviations above the mean service time past which a request has
+#: probably finished at the server (while its answer may still be on the way).
+_SERVICE_Z = 3.0
+#: Prior one-way network delay until throttled answers (which do no work) show it.
+_PRIOR_ONE_WAY_S = 0.0
+#: A parameter moving more than this fraction since last logged is logged again.
+_LOG_MOVE = 0.10
+#: After the count drained, answers show hwm for this long (then the leak blurs it).
+_DRAINED_FOR_S = 1.0
+#: Backoff of a throttle without quota headers, in seconds, doubling per event.
+_HEADERLESS_PAUSE_S = 0.5
+_HEADERLESS_PAUSE_CAP_S = 30.0
+
+Emit = Callable[..., None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThrottleConfig:
+    """Priors and limits of the client-side throttle.
+
+    Attributes:
+        hwm: Prior for Canvas's high-water mark (open-source default 600).
+        up_front_cost: Prior for the per-request reservation (default 50).
+        outflow: Prior for the leak rate in units per second (default 10).
+        margin: Least headroom kept unused, in cost units; more is kept while
+            the model is unsure.
+        max_in_flight: Hard cap on concurrent requests, whatever the model says.
+        headerless_in_flight: Concurrency used until (or unless) quota headers appear.
+        learn: Whether to learn hwm, up_front_cost and outflow from responses.
+            Off, the priors are taken as exact; the headroom is still tracked.
+        explore: Whether to probe one request beyond a cautious model's limit
+            when there is work waiting, to learn faster.
+        hwm_sd: How unsure the *hwm* prior is (standard deviation).
+        up_front_cost_sd: How unsure the *up_front_cost* prior is.
+        outflow_sd: How unsure the *outflow* prior is.
+    """
+
+    hwm: float = 600.0
+    up_front_cost: float = 50.0
+    outflow: float = 10.0
+    margin: float = 5.0
+    max_in_flight: int = 64
+    headerless_in_flight: int = 8
+    learn: bool = True
+    explore: bool = True
+    hwm_sd: float = 150.0
+    up_front_cost_sd: float = 20.0
+    outflow_sd: float = 4.0
+
+    def __post_init__(self) -> None:
+        # These feed divisions and comparisons; a zero or negative one would
+        # either stall every request forever or disable pacing silently.
+        priors = (self.hwm, self.up_front_cost, self.outflow)
+        if not all(math.isfinite(value) and value > 0 for value in priors):
+            raise ValueError("hwm, up_front_cost and outflow must be positive and finite.")
+        if self.up_front_cost >= self.hwm:
+            raise ValueError("up_front_cost must be below hwm, or no request would ever fit.")
+        if self.hwm > MAX_HWM or self.outflow > MAX_OUTFLOW:
+            raise ValueError(f"hwm must be at most {MAX_HWM:g}, outflow at most {MAX_OUTFLOW:g}.")
+        if not (math.isfinite(self.margin) and self.margin >= 0):
+            raise ValueError("margin must be finite and not negative.")
+        if self.max_in_flight < 1 or self.headerless_in_flight < 1:
+            raise ValueError("max_in_flight and headerless_in_flight must be at least 1.")
+        spreads = (self.hwm_sd, self.up_front_cost_sd, self.outflow_sd)
+        if not all(math.isfinite(value) and value > 0 for value in spreads):
+            raise ValueError("The prior standard deviations must be positive and finite.")
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one response says about the bucket.
+
+    Attributes:
+        remaining: ``X-Rate-Limit-Remaining``, if present.
+        cost: ``X-Request-Cost``, if present.
+        throttled: Whether Canvas refused the request as throttled.
+    """
+
+    remaining: float | None = None
+    cost: float | None = None
+    throttled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleEstimate:
+    """A snapshot of what the throttle believes, for logs, progress and tests.
+
+    The ``*_sd`` fields are standard deviations: how sure the model is.
+    """
+
+    remaining: float
+    in_flight: int
+    in_flight_limit: int
+    hwm: float
+    up_front_cost: float
+    outflow: float
+    paused_for_s: float
+    headers_seen: bool
+    throttled_responses: int
+    hwm_sd: float = 0.0
+    up_front_cost_sd: float = 0.0
+    outflow_sd: float = 0.0
+    one_way_delay_s: float = 0.0
+    route_up_front_costs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True, eq=False)
+class Permit:
+    """A granted place in flight; give it back with the throttle's ``release``."""
+
+    route: str | None
+    predicted_cost: float
+    admitted_at: float
+    released: bool = False
+    #: The Redis lease behind this permit, for a shared throttle.
+    lease: str | None = None
+    #: Admitted beyond the model's limit to learn (see ``ThrottleConfig.explore``).
+    probe: bool = False
+    #: Filter slot of the route's reservation (-1: the global one only).
+    slot: int = -1
+
+
+class _RouteStats:
+    """Moving averages of one route's costs and service times."""
+
+    __slots__ = ("cost", "cost_var", "excess", "excess_var", "service", "service_var")
+
+    def __init__(self) -> None:
+        self.cost: float | None = None
+        self.cost_var = 0.0
+        self.excess = 0.0
+        self.excess_var = 0.0
+        self.service: float | None = None
+        self.service_var = 0.0
+
+    def add_cost(self, cost: float, up_front: float) -> None:
+        self.cost, self.cost_var = _ema(self.cost, self.cost_var, cost)
+        # What a request adds to the count beyond its reservation when it ends:
+        # zero for most routes, real for heavy or heavy-tailed ones.
+        self.excess, self.excess_var = _ema(self.excess, self.excess_var, max(0.0, cost - up_front))
+
+    def add_service(self, seconds: float) -> None:
+        self.service, self.service_var = _ema(self.service, self.service_var, seconds)
+
+    def service_high(self) -> float:
+        """A service time few requests of the route exceed (inf until one was seen)."""
+        if self.service is None:
+            return math.inf
+        return self.service + _SERVICE_Z * math.sqrt(self.service_var)
+
+
+def _ema(mean: float | None, var: float, sample: float) -> tuple[float, float]:
+    """Exponentially weighted mean and variance; the first sample starts the mean."""
+    if mean is None:
+        return sample, 0.0
+    delta = sample - mean
+    return mean + _COST_WEIGHT * delta, (1 - _COST_WEIGHT) * (var + _COST_WEIGHT * delta * delta)
+
+
+class _Filter:
+    """A linear Kalman filter over ``[D, outflow, U, dU_1..dU_k]`` (lists, no numpy)."""
+
+    __slots__ = ("p", "x")
+
+    D, R, U = 0, 1, 2
+
+    def __init__(self, x: list[float], variances: list[float]) -> None:
+        self.x = x
+        n = len(x)
+        self.p = [[variances[i] if i == j else 0.0 for j in range(n)] for i in range(n)]
+
+    def add_state(self, value: float, variance: float) -> int:
+        for row in self.p:
+            row.append(0.0)
+        self.x.append(value)
+        self.p.append([0.0] * (len(self.x) - 1) + [variance])
+        return len(self.x) - 1
+
+    def predict(self, dt: float, drift: float, learn: bool) -> None:
+        """Advance by *dt* seconds: the headroom grows by the leak (eq. 2)."""
+        x, p = self.x, self.p
+        d, r = self.D, self.R
+        if dt > 0:
+            x[d] += x[r] * dt
+            # P' = F P F^T with F the identity plus dt at [D][R].
+            row_d, row_r = p[d], p[r]
+            new_row = [row_d[j] + dt * row_r[j] for j in range(len(x))]
+            new_row[d] = row_d[d] + 2 * dt * row_r[d] + dt * dt * row_r[r]
+            p[d] = new_row
+            for i, value in enumerate(new_row):
+                if i != d:
+                    p[i][d] = value
+            if learn:
+                p[r][r] += _OUTFLOW_DRIFT_PER_S * dt
+        p[d][d] += drift
+        if learn:
+            for i in range(self.U, len(x)):
+                p[i][i] += _UP_FRONT_DRIFT
+
+    def variance(self, h: dict[int, float]) -> float:
+        """Variance of the linear combination ``sum(h[i] * x[i])``."""
+        total = 0.0
+        for i, hi in h.items():
+            row = self.p[i]
+            for j, hj in h.items():
+                total += hi * row[j] * hj
+        return max(0.0, total)
+
+    def value(self, h: dict[int, float]) -> float:
+        return sum(coefficient * self.x[i] for i, coefficient in h.items())
+
+    def update(self, h: dict[int, float], measured: float, noise: float) -> float:
+        """Measure ``sum(h[i] * x[i])`` with variance *noise*; return the innovation."""
+        x, p = self.x, self.p
+        n = len(x)
+        ph = [sum(p[i][j] * hj for j, hj in h.items()) for i in range(n)]
+        s = sum(h_i * ph[i] for i, h_i in h.items()) + noise
+        innovation = measured - self.value(h)
+        if s <= 0:
+            return innovation
+        gain = [value / s for value in ph]
+        for i in range(n):
+            x[i] += gain[i] * innovation
+            gi = gain[i]
+            if gi:
+                row = p[i]
+                for j in range(n):
+                    row[j] -= gi * ph[j]
+        return innovation
+
+    def set_linear(self, index: int, h: dict[int, float], offset: float, noise: float) -> None:
+        """Set ``x[index] = offset + sum(h[i] * x[i])`` (no self-reference), covariances too."""
+        x, p = self.x, self.p
+        x[index] = offset + self.value(h)
+        n = len(x)
+        for j in range(n):
+            if j != index:
+                p[index][j] = p[j][index] = sum(hi * p[i][j] for i, hi in h.items())
+        p[index][index] = self.variance(h) + noise
+
+
+class BucketModel:
+    """The client's estimate of one token's bucket and the admission arithmetic.
+
+    Args:
+        config: Priors and limits.
+        now: The current time on the caller's clock.
+        name: A label for events (never the token).
+        emit: Called as ``emit(event, level=..., **fields)`` for structured
+            events (``canvas.throttle_learned``, ``canvas.throttle_header_ignored``,
+            ``canvas.throttle_paused``).
+    """
+
+    def __init__(
+        self,
+        config: ThrottleConfig | None = None,
+        *,
+        now: float,
+        name: str = "canvas",
+        emit: Emit | None = None,
+    ) -> None:
+        self.config = config or ThrottleConfig()
+        self.name = name
+        self._emit = emit or _no_event
+        c = self.config
+        self._learn = c.learn
+        spread = 1.0 if c.learn else 0.0
+        self._filter = _Filter(
+            [c.hwm, c.outflow, c.up_front_cost],
+            [c.hwm_sd**2, spread * c.outflow_sd**2, spread * c.up_front_cost_sd**2],
+        )
+        self._hwm = c.hwm
+        self._hwm_sd = c.hwm_sd if c.learn else 0.0
+        # Since when the model believes Canvas's count was zero (a fresh
+        # model assumes an idle token), and the costs our answers added since.
+        self._drained_at: float | None = now
+        self._charged_since_drain = 0.0
+        self._at = now
+        # The anchor: the latest answer's remaining, when Canvas computed it,
+        # and which of our requests it already counted as reserved.
+        self._anchor: float | None = None
+        self._anchor_at = now
+        self._anchor_set: set[int] = set()
+        self._slots: dict[str, int] = {}
+        self._stats: dict[str, _RouteStats] = {}
+        self._default_stats = _RouteStats()
+        self._active: list[Permit] = []
+        self._throttled = 0
+        self._one_way = 0.0
+        self._rtt_floor = math.inf
+        self._outliers = 0
+        self._outlier_sign = 0.0
+        self._answers = 0
+        self._since_throttle = 0
+        self._probe_cooldown = 20
+        self._warned_header = False
+        self._logged = {"hwm": c.hwm, "up_front_cost": c.up_front_cost, "outflow": c.outflow}
+        # Without quota headers: AIMD on the concurrency, and backoff pauses.
+        self._cap: float | None = None
+        self._cut_at = -math.inf
+        self._headerless_events = 0
+        self._pause_until = -math.inf
+
+    # ------------------------------------------------------------- properties
+
+    @property
+    def hwm(self) -> float:
+        """The estimated high-water mark."""
+        return self._hwm
+
+    @property
+    def up_front_cost(self) -> float:
+        """The estimated reservation of a route without one of its own."""
+        return self._filter.x[_Filter.U]
+
+    @property
+    def outflow(self) -> float:
+        """The estimated leak rate, in units per second."""
+        return self._filter.x[_Filter.R]
+
+    @property
+    def headers_seen(self) -> bool:
+        """Whether any answer carried ``X-Rate-Limit-Remaining``."""
+        return self._anchor is not None
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not yet settled."""
+        return len(self._active)
+
+    @property
+    def active(self) -> list[Permit]:
+        """The permits in flight, oldest first."""
+        return self._active
+
+    def up_front_for(self, route: str | None) -> float:
+        """The estimated reservation of *route* (the global one for an unknown route)."""
+        slot = self._slots.get(route, -1) if route else -1
+        x = self._filter.x
+        return max(MIN_UP_FRONT_COST, x[_Filter.U] + (x[slot] if slot >= 0 else 0.0))
+
+    # -------------------------------------------------------------- admission
+
+    def delay(self, now: float, route: str | None = None) -> float:
+        """Seconds until one more request of *route* may start: 0 now, inf until a release."""
+        if now < self._pause_until:
+            return self._pause_until - now
+        n = len(self._active)
+        if n >= self.config.max_in_flight or (self._cap is not None and n >= self._cap):
+            return math.inf
+        if self._anchor is None:
+            return 0.0 if n < self.config.headerless_in_flight else math.inf
+        free, doubt = self._free(now, route)
+        if free - self._safety(doubt) >= 0 or self._may_probe(free):
+            return 0.0
+        # The leak makes room in this time; a request ending may do it sooner.
+        # Canvas refuses at count >= hwm, so exactly at the edge still waits a little.
+        return max(self._safety(doubt) - free, 0.01) / self.outflow
+
+    def admit(self, now: float, route: str | None = None, lease: str | None = None) -> Permit:
+        """Record a request starting now (call when ``delay()`` said 0)."""
+        probe = False
+        if self._anchor is not None:
+            free, doubt = self._free(now, route)
+            probe = free - self._safety(doubt) < 0
+            if not self._active and self._remaining_now(now) >= self._hwm:
+                # Idle long enough for the count to leak to zero.
+                self._drained_at, self._charged_since_drain = now, 0.0
+        permit = Permit(
+            route,
+            self._stats_of(route).cost or 0.0,
+            admitted_at=now,
+            lease=lease,
+            probe=probe,
+            slot=self._slot(route),
+        )
+        self._active.append(permit)
+        return permit
+
+    def pause_remaining(self, now: float) -> float:
+        """Seconds until one request fits if every request in flight ended: a throttle's wait."""
+        if now < self._pause_until:
+            return self._pause_until - now
+        if self._anchor is None:
+            return 0.0
+        free = self._remaining_now(now) - self.up_front_cost
+        return max(0.0, self.config.margin - free) / self.outflow
+
+    # ------------------------------------------------------------- settlement
+
+    def settle(self, permit: Permit, observation: Observation | None, now: float) -> None:
+        """Learn from *permit*'s answer (None: no answer at all) and free its place.
+
+        Safe to call twice; the second call does nothing.
+        """
+        if permit.released:
+            return
+        permit.released = True
+        try:
+            self._active.remove(permit)
+        except ValueError:
+            return
+        remaining, cost = self._checked(observation)
+        throttled = observation is not None and observation.throttled
+        if cost is not None:
+            self._learn_cost(permit.route, cost)
+        if remaining is None:
+            self._without_headers(permit, throttled, cost, now)
+            return
+        self._cap = None
+        self._measure_timing(permit, now, throttled, cost)
+        if not self._plausible_remaining(remaining):
+            return
+        sure, maybe = self._at_server(now)
+        self._learn_hwm(permit, remaining, cost, sure, maybe, now)
+        if self._learn:
+            self._observe(remaining, None if throttled else (cost or 0.0), sure, maybe, now)
+        # The anchor: what admission extrapolates from until the next answer.
+        self._anchor = remaining
+        self._anchor_at = max(self._anchor_at, now - self._one_way)
+        self._anchor_set = {id(p) for p in sure}
+        if throttled:
+            self._on_throttled(permit, remaining, now)
+        else:
+            self._since_throttle += 1
+            if permit.probe:
+                self._probe_cooldown = max(10, self._probe_cooldown // 2)
+        self._answers += 1
+        self._log_moves()
+
+    # ------------------------------------------------------------- reporting
+
+    def estimate(self, now: float) -> ThrottleEstimate:
+        """What the model believes now."""
+        p = self._filter.p
+        free, _ = self._free(now, None) if self._anchor is not None else (self._hwm, 0.0)
+        return ThrottleEstimate(
+            remaining=round(free + self.up_front_cost, 3),
+            in_flight=len(self._active),
+            in_flight_limit=self.in_flight_limit(now),
+            hwm=round(self._hwm, 3),
+            up_front_cost=round(self.up_front_cost, 3),
+            outflow=round(self.outflow, 3),
+            paused_for_s=round(max(0.0, self._pause_until - now), 3),
+            headers_seen=self._anchor is not None,
+            throttled_responses=self._throttled,
+            hwm_sd=round(self._hwm_sd, 3),
+            up_front_cost_sd=round(math.sqrt(max(0.0, p[_Filter.U][_Filter.U])), 3),
+            outflow_sd=round(math.sqrt(max(0.0, p[_Filter.R][_Filter.R])), 3),
+            one_way_delay_s=round(self._one_way, 4),
+            route_up_front_costs={
+                route: round(self.up_front_for(route), 3) for route in self._slots
+            },
+        )
+
+    def in_flight_limit(self, now: float) -> int:
+        """How many requests the model would allow in flight at once now."""
+        c = self.config
+        if self._anchor is None:
+            limit = c.headerless_in_flight
+        else:
+            free, doubt = self._free(now, None)
+            room = free - self._safety(doubt)
+            limit = len(self._active) + max(
+                -len(self._active), math.floor(room / self.up_front_cost) + 1
+            )
+        if self._cap is not None:
+            limit = min(limit, int(self._cap))
+        return max(0, min(limit, c.max_in_flight))
+
+    def route_cost(self, route: str | None) -> float | None:
+        """The moving average of ``X-Request-Cost`` for *route*, if any was seen."""
+        stats = self._stats.get(route) if route else None
+        return stats.cost if stats is not None else None
+
+    def eta(self, calls: int, now: float, route: str | None = None) -> float:
+        """A lower bound of the seconds the bucket needs to absorb *calls* more calls."""
+        mean = self._stats_of(route).cost or self._default_stats.cost or 0.0
+        headroom = self._remaining_now(now) if self._anchor is not None else self._hwm
+        headroom = max(0.0, headroom - self.config.margin)
+        return max(0.0, (calls * mean - headroom) / self.outflow)
+
+    def parameters(self) -> dict[str, float]:
+        """The learned parameters and their variances, to share (Redis) or persist."""
+        p = self._filter.p
+        return {
+            "hwm": self._hwm,
+            "hwm_var": self._hwm_sd**2,
+            "up_front_cost": self.up_front_cost,
+            "up_front_cost_var": p[_Filter.U][_Filter.U],
+            "outflow": self.outflow,
+            "outflow_var": p[_Filter.R][_Filter.R],
+        }
+
+    def merge_parameters(self, shared: dict[str, float]) -> None:
+        """Fold in another process's learned parameters as an independent measurement.
+
+        Only what the other knows better than we do is taken; nothing when
+        learning is off (a worker told its settings keeps them).
+        """
+        if not self._learn:
+            return
+        f = self._filter
+        for key, index in (("up_front_cost", _Filter.U), ("outflow", _Filter.R)):
+            value, variance = shared.get(key), shared.get(key + "_var")
+            if value is None or variance is None or not _plausible(value, variance):
+                continue
+            if variance < f.p[index][index]:
+                f.update({index: 1.0}, value, variance + f.p[index][index])
+        value, variance = shared.get("hwm"), shared.get("hwm_var")
+        if value is not None and variance is not None and _plausible(value, variance + 1.0):
+            if math.sqrt(variance) < self._hwm_sd:
+                self._hwm, self._hwm_sd = value, math.sqrt(variance)
+        self._clamp()
+
+    # ------------------------------------------------------------- internals
+
+    def _stats_of(self, route: str | None) -> _RouteStats:
+        stats = self._stats.get(route) if route else None
+        return stats if stats is not None else self._default_stats
+
+    def _remaining_now(self, now: float) -> float:
+        """The anchor's remaining, leaked up to now; never above hwm (the count is >= 0)."""
+        assert self._anchor is not None
+        leaked = self._anchor + self.outflow * max(0.0, now - self._anchor_at)
+        return min(leaked, max(self._hwm, self._anchor))
+
+    def _free(self, now: float, route: str | None) -> tuple[float, float]:
+        """Room left for one more request of *route* once ours in flight are counted.
+
+        Starts from the anchor (Canvas's own figure, exact) and corrects it
+        only for what happened since: requests sent since, whose reservations
+        it did not count, and requests it counted that have probably ended at
+        the server (their answer still on the way): refunded, cost charged.
+        Returns the room and the variance of its error.
+        """
+        free = self._remaining_now(now) - self.up_front_for(route)
+        f = self._filter
+        slot = self._slots.get(route, -1) if route else -1
+        # Coefficients of the reservations not in the anchor, for their doubt.
+        h: dict[int, float] = {_Filter.U: 1.0}
+        if slot >= 0:
+            h[slot] = 1.0
+        h[_Filter.R] = now - self._anchor_at
+        variance = 0.0
+        round_trip = 2 * self._one_way
+        anchored = self._anchor_set
+        for permit in self._active:
+            stats = self._stats_of(permit.route)
+            elapsed = now - permit.admitted_at
+            high = stats.service_high()
+            ended = high <= elapsed < high + round_trip
+            counted = id(permit) in anchored
+            if ended:
+                free -= stats.cost or 0.0
+                variance += stats.cost_var
+                if counted:
+                    free += self.up_front_for(permit.route)
+                    _add(h, permit, -1.0)
+                continue
+            free -= stats.excess
+            variance += stats.excess_var
+            if not counted:
+                free -= self.up_front_for(permit.route)
+                _add(h, permit, 1.0)
+        return free, variance + f.variance(h)
+
+    def _safety(self, variance: float) -> float:
+        """Headroom kept for the model's own doubt."""
+        return max(self.config.margin, _SAFETY_Z * math.sqrt(variance))
+
+    def _may_probe(self, free: float) -> bool:
+        """One request beyond a cautious model, to learn whether the room is there."""
+        if not (self.config.explore and self._learn) or free <= self.config.margin:
+            return False
+        if self._since_throttle < self._probe_cooldown:
+            return False
+        return not any(p.probe for p in self._active)
+
+    def _slot(self, route: str | None) -> int:
+        if not route or not self._learn:
+            return -1
+        slot = self._slots.get(route)
+        if slot is None:
+            if len(self._slots) >= _MAX_ROUTES:
+                return -1
+            # A new route's reservation starts as the global one; the evidence
+            # must pull it away (Canvas sets up_front_cost per path regex).
+            spread = self.config.up_front_cost_sd * 0.75
+            slot = self._filter.add_state(0.0, spread**2)
+            self._slots[route] = slot
+        return slot
+
+    def _checked(self, observation: Observation | None) -> tuple[float | None, float | None]:
+        """The observation's values, with physically impossible ones dropped (and reported)."""
+        if observation is None:
+            return None, None
+        remaining, cost = observation.remaining, observation.cost
+        bad: dict[str, float] = {}
+        if remaining is not None and not (
+            math.isfinite(remaining) and abs(remaining) <= MAX_ABS_REMAINING
+        ):
+            bad["rate_limit_remaining"], remaining = remaining, None
+        if cost is not None and not (math.isfinite(cost) and 0.0 <= cost <= MAX_REQUEST_COST):
+            bad["request_cost"], cost = cost, None
+        if bad:
+            self._header_ignored(bad)
+        return remaining, cost
+
+    def _plausible_remaining(self, remaining: float) -> bool:
+        """A remaining far above the known hwm is another system's header (a gateway's),
+        unless it keeps coming: then the install's hwm is larger than we thought."""
+        limit = self._hwm + max(4 * self._hwm_sd, 0.25 * self._hwm)
+        if remaining <= limit:
+            self._outliers = 0
+            return True
+        self._outliers += 1
+        if self._outliers < _OUTLIERS_TO_RESET:
+            self._header_ignored({"rate_limit_remaining": remaining})
+            return False
+        self._outliers = 0
+        return True
+
+    def _header_ignored(self, bad: dict[str, Any]) -> None:
+        if not self._warned_header:
+            self._warned_header = True
+            self._emit(
+                "canvas.throttle_header_ignored",
+                level="warning",
+                throttle=self.name,
+                **{key: str(value)[:40] for key, value in bad.items()},
+            )
+
+    def _measure_timing(
+        self, permit: Permit, now: float, throttled: bool, cost: float | None
+    ) -> None:
+        """Learn the one-way network delay and the route's service time.
+
+        A throttled answer does no work at the server, so its round trip is
+        the network's; an answered one worked at least its cost in seconds
+        (Canvas's cost is CPU plus database time), so the network took at
+        most the rest. The delay kept is the least such bound seen lately.
+        """
+        rtt = max(0.0, now - permit.admitted_at)
+        network = rtt
+        if not throttled and cost is not None and cost < rtt:
+            network = rtt - cost
+        self._rtt_floor = min(self._rtt_floor * 1.001 + 1e-6, network)
+        self._one_way = self._rtt_floor / 2
+        if not throttled:
+            service = max(0.0, rtt - 2 * self._one_way)
+            stats = self._stats.get(permit.route) if permit.route else None
+            if stats is not None:
+                stats.add_service(service)
+            self._default_stats.add_service(service)
+
+    def _at_server(self, now: float) -> tuple[list[Permit], list[Permit]]:
+        """Our requests surely at the server when it answered, and those that may have been.
+
+        Canvas computed the answer one one-way delay ago, so a request of ours
+        was there if it had been sent a round trip before now. The delay we
+        know is an upper bound (see ``_measure_timing``): requests sent
+        within it, but not very recently, may or may not have arrived.
+        """
+        round_trip = 2 * self._one_way
+        sure: list[Permit] = []
+        maybe: list[Permit] = []
+        for permit in self._active:
+            elapsed = now - permit.admitted_at
+            if elapsed >= round_trip:
+                sure.append(permit)
+            elif elapsed >= 0.5 * round_trip:
+                maybe.append(permit)
+        return sure, maybe
+
+    def _learn_hwm(
+        self,
+        permit: Permit,
+        remaining: float,
+        cost: float | None,
+        sure: list[Permit],
+        maybe: list[Permit],
+        now: float,
+    ) -> None:
+        """remaining <= hwm always; alone after the bucket drained, remaining + cost == hwm."""
+        if not self._learn:
+            return
+        if remaining > self._hwm:
+            self._hwm = remaining
+        if self._drained_at is None or maybe:
+            return
+        answered_at = now - self._one_way
+        self._charged_since_drain += cost or 0.0
+        if answered_at - self._drained_at > _DRAINED_FOR_S:
+            self._drained_at = None
+            return
+        # The count started at zero, so it now holds our reservations at the
+        # server and the costs our answers added, less what leaked: the
+        # answer shows hwm itself, as well as we know those.
+        reserved = sum(self.up_front_for(p.route) for p in sure)
+        leaked = self.outflow * max(0.0, answered_at - self._drained_at)
+        sample = remaining + reserved + max(0.0, self._charged_since_drain - leaked)
+        self._hwm += 0.5 * (sample - self._hwm)
+        self._hwm_sd = max(1.0, 0.5 * self._hwm_sd)
+        self._clamp()
+
+    def _observe(
+        self,
+        remaining: float,
+        cost: float | None,
+        sure: list[Permit],
+        maybe: list[Permit],
+        now: float,
+    ) -> None:
+        """Teach the filter one answer: predict to when Canvas computed it, then measure.
+
+        The measurement is eq. (1); how many of ours were at the server is
+        uncertain (in transit, throttled at once, just ended), so its noise
+        allows a fraction of a reservation either way.
+        """
+        f = self._filter
+        answered_at = max(self._at, now - self._one_way)
+        dt = answered_at - self._at
+        f.predict(dt, _HEADROOM_DRIFT_PER_S * dt, True)
+        self._at = answered_at
+        if cost is not None:
+            f.x[_Filter.D] -= cost
+        h = self._reserved_vector(sure)
+        for key, value in self._reserved_vector(maybe, 0.5).items():
+            h[key] = h.get(key, 0.0) + value
+        h[_Filter.D] = 1.0
+        u = self.up_front_cost
+        noise = _MEASUREMENT_VAR + (0.25 * len(maybe) + _COUNT_DOUBT) * u * u
+        innovation = remaining - f.value(h)
+        spread = f.variance(h) + noise
+        if innovation * innovation > _GATE_Z**2 * spread:
+            # Far from what the filter expects: restart its headroom from this
+            # answer rather than let one surprise drag the parameters.
+            f.set_linear(
+                _Filter.D, {k: -v for k, v in h.items() if k != _Filter.D}, remaining, noise
+            )
+            return
+        f.update(h, remaining, noise)
+        self._clamp()
+
+    def _reserved_vector(self, permits: Iterable[Permit], weight: float = 1.0) -> dict[int, float]:
+        """Coefficients of the sum of *permits*' reservations over the filter's state, negated."""
+        h: dict[int, float] = {_Filter.U: 0.0}
+        for permit in permits:
+            h[_Filter.U] -= weight
+            if permit.slot >= 0:
+                h[permit.slot] = h.get(permit.slot, 0.0) - weight
+        return h
+
+    def _on_throttled(self, permit: Permit, remaining: float, now: float) -> None:
+        """Canvas refused: ``count + U >= hwm``, so this route's reservation is >= remaining."""
+        self._throttled += 1
+        self._since_throttle = 0
+        if permit.probe:
+            # The probe found the edge: charge the estimate, and probe less often.
+            self._probe_cooldown = min(5000, self._probe_cooldown * 2)
+        h = {k: -v for k, v in self._reserved_vector([permit]).items()}
+        if self._learn and self._filter.value(h) < remaining:
+            # Another request may have settled between Canvas's check and its
+            # answer, so this is evidence, not a bound: a loose measurement.
+            self._filter.update(h, remaining, (0.25 * remaining) ** 2 + 4.0)
+            self._clamp()
+        self._emit(
+            "canvas.throttle_paused",
+            level="info",
+            throttle=self.name,
+            wait_s=round(self.pause_remaining(now), 3),
+            wait_source="model",
+            rate_limit_remaining=round(remaining, 3),
+            in_flight=len(self._active),
+            in_flight_limit=self.in_flight_limit(now),
+            probe=permit.probe,
+        )
+
+    def _without_headers(
+        self, permit: Permit, throttled: bool, cost: float | None, now: float
+    ) -> None:
+        """No quota header: pace by AIMD on throttles alone (one cut per congestion event)."""
+        if not throttled:
+            self._headerless_events = 0
+            if self._cap is not None:
+                self._cap += 1
+                if self._cap >= self.config.max_in_flight:
+                    self._cap = None
+            return
+        self._throttled += 1
+        if permit.admitted_at < self._cut_at:
+            # Sent before the last cut: part of the same congestion event.
+            return
+        self._headerless_events += 1
+        self._cut_at = now
+        self._cap = max(1.0, len(self._active) / 2)
+        wait = min(
+            _HEADERLESS_PAUSE_CAP_S, _HEADERLESS_PAUSE_S * 2 ** (self._headerless_events - 1)
+        )
+        self._pause_until = max(self._pause_until, now + wait)
+        self._emit(
+            "canvas.throttle_paused",
+            level="info",
+            throttle=self.name,
+            wait_s=round(wait, 3),
+            wait_source="backoff",
+            rate_limit_remaining=None,
+            in_flight=len(self._active),
+            in_flight_limit=int(self._cap),
+            probe=False,
+        )
+
+    def _learn_cost(self, route: str | None, cost: float) -> None:
+        up_front = self.up_front_for(route)
+        self._default_stats.add_cost(cost, up_front)
+        if route:
+            stats = self._stats.get(route)
+            if stats is None:
+                if len(self._stats) >= _MAX_COST_ROUTES:
+                    return
+                stats = self._stats[route] = _RouteStats()
+            stats.add_cost(cost, up_front)
+
+    def _clamp(self) -> None:
+        """Keep every estimate within physical bounds, whatever the evidence did."""
+        x = self._filter.x
+        self._hwm = min(max(self._hwm, 2 * MIN_UP_FRONT_COST), MAX_HWM)
+        x[_Filter.R] = min(max(x[_Filter.R], MIN_OUTFLOW), MAX_OUTFLOW)
+        x[_Filter.U] = min(max(x[_Filter.U], MIN_UP_FRONT_COST), self._hwm)
+        x[_Filter.D] = min(max(x[_Filter.D], -MAX_HWM), 2 * MAX_HWM)
+        for slot in self._slots.values():
+            x[slot] = min(max(x[slot], MIN_UP_FRONT_COST - x[_Filter.U]), self._hwm)
+
+    def _log_moves(self) -> None:
+        for name, value in (
+            ("hwm", self._hwm),
+            ("up_front_cost", self.up_front_cost),
+            ("outflow", self.outflow),
+        ):
+            before = self._logged[name]
+            if abs(value - before) > _LOG_MOVE * abs(before):
+                self._logged[name] = value
+                variance = self.parameters()[name + "_var"]
+                self._emit(
+                    "canvas.throttle_learned",
+                    level="info",
+                    throttle=self.name,
+                    parameter=name,
+                    value=round(value, 3),
+                    previous=round(before, 3),
+                    sd=round(math.sqrt(max(0.0, variance)), 3),
+                    answers=self._answers,
+                )
+
+
+def _add(h: dict[int, float], permit: Permit, weight: float) -> None:
+    """Add *permit*'s reservation, times *weight*, to the coefficients *h*."""
+    h[_Filter.U] = h.get(_Filter.U, 0.0) + weight
+    if permit.slot >= 0:
+        h[permit.slot] = h.get(permit.slot, 0.0) + weight
+
+
+def _plausible(value: float, variance: float) -> bool:
+    return (
+        math.isfinite(value) and math.isfinite(variance) and 0 < value <= MAX_HWM and variance > 0
+    )
+
+
+def _no_event(event: str, **fields: Any) -> None:
+    """Default event sink: drop."""
