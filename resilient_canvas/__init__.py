@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from resilient_canvas._breaker import (
+    BreakerEstimate,
+    BreakerSettings,
+    CircuitBreaker,
+    CircuitState,
+    breaker_for,
+    clear_breakers,
+)
 from resilient_canvas._bulk import BulkProgress, BulkResult, Outcome
 from resilient_canvas._client import (
     CanvasClient,
@@ -12,6 +20,7 @@ from resilient_canvas._client import (
 )
 from resilient_canvas._encoding import encode_params, require
 from resilient_canvas._history import Attempt, AttemptHistory
+from resilient_canvas._otel import install_if_available as _install_otel
 from resilient_canvas._policy import BudgetSettings, RetryBudget, RetryPolicy
 from resilient_canvas._redis_throttle import RedisThrottle
 from resilient_canvas._retry import raise_for_canvas_status, resilient
@@ -29,6 +38,7 @@ from resilient_canvas.exceptions import (
     BadGateway,
     BadRequest,
     CanvasException,
+    CircuitOpen,
     Conflict,
     ConnectError,
     ConnectionDropped,
@@ -60,12 +70,17 @@ __all__ = [
     "AttemptHistory",
     "BadGateway",
     "BadRequest",
+    "BreakerEstimate",
+    "BreakerSettings",
     "BudgetSettings",
     "BulkProgress",
     "BulkResult",
     "CanvasClient",
     "CanvasException",
     "CanvasResponse",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "CircuitState",
     "ClientState",
     "Conflict",
     "ConnectError",
@@ -99,7 +114,9 @@ __all__ = [
     "Unauthorized",
     "UnprocessableEntity",
     "__version__",
+    "breaker_for",
     "classify_response",
+    "clear_breakers",
     "clear_throttles",
     "close_throttles",
     "encode_params",
@@ -109,3 +126,6 @@ __all__ = [
     "route_template",
     "throttle_for",
 ]
+
+# Traces and metrics when the `otel` extra is installed; without it, nothing at all.
+_install_otel()

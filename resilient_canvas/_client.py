@@ -20,6 +20,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from resilient_canvas._body import read_body, read_error_body, too_large
+from resilient_canvas._breaker import Circuit, breaker_for
 from resilient_canvas._bulk import BulkProgress, BulkResult, run_bulk
 from resilient_canvas._encoding import Params, encode_params
 from resilient_canvas._http import (
@@ -168,6 +169,9 @@ class CanvasClient:
         sleep: How waits pass.
         redis_url: With the shared throttle, keep its state in Redis so that
             every process using this token paces together.
+        breaker: ``"shared"`` (default) holds calls while this Canvas origin
+            is down, with the circuit breaker every client on the origin
+            shares; a :class:`CircuitBreaker` uses that one; None disables it.
         max_body_size: Largest response body read, in bytes once decoded
             (32 MiB); a larger one raises ``InvalidResponse`` instead of
             filling memory. Error bodies keep only their first 64 KiB.
@@ -191,6 +195,7 @@ class CanvasClient:
         sleep: Sleep = asyncio.sleep,
         redis_url: str | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        breaker: Circuit | Literal["shared"] | None = "shared",
     ) -> None:
         # Wrapped first and the bare string dropped: a traceback that shows
         # frame locals (structlog, rich) would otherwise print it.
@@ -228,6 +233,8 @@ class CanvasClient:
         #: Shared by every call of this client (the throttle's, when there is one),
         #: so an outage cannot turn into a retry storm.
         self.budget = self.throttle.budget if self.throttle else budget
+        #: The origin's circuit breaker: holds calls while Canvas is down.
+        self.breaker = breaker_for(self._origin, clock=clock) if breaker == "shared" else breaker
         self.per_page = per_page
         self.max_body_size = max_body_size
         self._timeout = client_timeout(timeout)
@@ -671,6 +678,7 @@ class CanvasClient:
             observe=_observation,
             clock=self._clock,
             sleep=self._sleep,
+            breaker=self.breaker,
         )
 
     async def _exchange(

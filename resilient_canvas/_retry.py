@@ -26,10 +26,23 @@ from typing import Any, ParamSpec, TypeVar, overload
 import aiohttp
 import tenacity
 
-from resilient_canvas import _logging
+from resilient_canvas import _circuit, _logging, _telemetry
+from resilient_canvas._breaker import (
+    ADMITTED,
+    Admission,
+    Circuit,
+    CircuitState,
+    Outcome,
+    outcome_of,
+)
 from resilient_canvas._classify import classify_response
 from resilient_canvas._config import is_testing, testing_attempts
-from resilient_canvas._errors import CanvasException, RateLimitExceeded, ThrottleTimeout
+from resilient_canvas._errors import (
+    CanvasException,
+    CircuitOpen,
+    RateLimitExceeded,
+    ThrottleTimeout,
+)
 from resilient_canvas._history import Attempt, AttemptHistory
 from resilient_canvas._policy import RetryBudget, RetryPolicy, seconds
 from resilient_canvas._throttle import Observation, Permit, Throttle
@@ -87,6 +100,7 @@ class _CallState:
     clock: Clock
     sleep_fn: Sleep
     started: float
+    breaker: Circuit | None = None
     rng: random.Random = field(default_factory=lambda: _JITTER)
     history: AttemptHistory = field(default_factory=AttemptHistory)
     spent: float = 0.0
@@ -110,6 +124,8 @@ class _CallState:
             if error.retryable and isinstance(error, self.policy.retry_on)
             else "not_retryable"
         )
+        if isinstance(error, CircuitOpen):
+            reason = "circuit_open"
         self._give_up(error, state.attempt_number, reason)
         return False
 
@@ -129,10 +145,10 @@ class _CallState:
             reason = "wait_exceeds_cap"
         elif wait >= self.deadline_left():
             reason = "wait_exceeds_deadline"
-        elif not self.budget.try_spend(self.budget.cost_of(error)):
+        elif not self.budget.try_spend(self._retry_cost(error)):
             reason = "retry_budget_exhausted"
         if reason is None:
-            self.spent += self.budget.cost_of(error)
+            self.spent += self._retry_cost(error)
             return False
         if reason in ("wait_exceeds_cap", "wait_exceeds_deadline"):
             error.wait_hint = round(wait, 3)
@@ -153,6 +169,9 @@ class _CallState:
             wait_source=source,
             deadline_left_s=round(max(0.0, self.deadline_left()), 3),
         )
+        hooks = _telemetry.hooks
+        if hooks is not None:
+            hooks.retry_scheduled(error.reason, self.info.method, self.info.route)
 
     async def sleep(self, wait: float) -> None:
         await self.sleep_fn(0.0 if is_testing() else wait)
@@ -161,6 +180,18 @@ class _CallState:
 
     def deadline_left(self) -> float:
         return seconds(self.policy.deadline) - (self.clock() - self.started)
+
+    def _retry_cost(self, error: CanvasException) -> float:
+        # While the circuit is open a retry is held, not sent: the breaker, not
+        # the budget, keeps the outage from becoming a retry storm.
+        breaker = self.breaker
+        if (
+            breaker is not None
+            and breaker.state is not CircuitState.CLOSED
+            and outcome_of(error) is Outcome.FAILURE
+        ):
+            return 0.0
+        return self.budget.cost_of(error)
 
     def _wait_for(self, error: CanvasException, attempt_number: int) -> tuple[float, str]:
         if error.retry_after is not None:
@@ -246,6 +277,7 @@ async def call_with_retries(
     observe: Callable[[T], Observation | None] | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
+    breaker: Circuit | None = None,
 ) -> T:
     """Run *attempt* until it succeeds or the policy gives up.
 
@@ -258,41 +290,89 @@ async def call_with_retries(
         observe: Extracts quota headers from a successful result for the throttle.
         clock: Time source for the deadline.
         sleep: How waits pass.
+        breaker: The Canvas origin's circuit: holds attempts while it is open.
 
     Returns:
         What the first successful attempt returned.
 
     Raises:
         CanvasException: The last classified failure, with ``attempts`` set.
+        CircuitOpen: Canvas is down and the deadline ends before the next probe.
         BaseException: Anything unrelated to HTTP, unchanged and never retried.
     """
+    hooks = _telemetry.hooks
+    if hooks is not None:
+        # Telemetry wraps the call in its span and each attempt in a client span.
+        info = info or CallInfo()
+        return await hooks.run_call(
+            lambda: _call_with_retries(
+                attempt, policy, throttle, budget, info, observe, clock, sleep, breaker
+            ),
+            info.method,
+            info.route,
+        )
+    return await _call_with_retries(
+        attempt, policy, throttle, budget, info, observe, clock, sleep, breaker
+    )
+
+
+async def _call_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    policy: RetryPolicy | None,
+    throttle: Throttle | None,
+    budget: RetryBudget | None,
+    info: CallInfo | None,
+    observe: Callable[[T], Observation | None] | None,
+    clock: Clock,
+    sleep: Sleep,
+    breaker: Circuit | None,
+) -> T:
     resolved = policy or DEFAULT_POLICY
     call_info = info or CallInfo()
     shared_budget = budget or (throttle.budget if throttle else RetryBudget(resolved.budget))
     started = clock()
     total = seconds(resolved.deadline)
     per_attempt = seconds(resolved.attempt_timeout)
+    hooks = _telemetry.hooks
+    sent = 0
 
     async def one_attempt() -> T:
-        # A free place is taken inline; only a wait needs the deadline-bounded path.
-        permit = throttle.try_acquire(call_info.route) if throttle else None
-        if permit is None and throttle is not None:
-            permit = await _place(throttle, call_info, total - (clock() - started))
+        nonlocal sent
+        entered = clock() if hooks is not None else 0.0
+        admission, permit = await _enter(
+            breaker, throttle, call_info, lambda: total - (clock() - started), sleep
+        )
         observation: Observation | None = None
+        outcome = Outcome.IGNORED
         try:
-            left = total - (clock() - started)
-            async with asyncio.timeout(min(per_attempt, max(0.001, left))):
-                result = await attempt()
+            limit = min(per_attempt, max(0.001, total - (clock() - started)))
+            if hooks is None:
+                async with asyncio.timeout(limit):
+                    result = await attempt()
+            else:
+                sent += 1
+                result = await hooks.run_attempt(
+                    functools.partial(_timed, attempt, limit),
+                    method=call_info.method,
+                    route=call_info.route,
+                    url=call_info.url,
+                    resend_count=sent - 1,
+                    throttle_wait_s=clock() - entered,
+                )
+            outcome = Outcome.SUCCESS
             observation = observe(result) if observe else None
             return result
         except Exception as exc:
             failure = translate(exc, call_info)
             if failure is None:
                 raise
+            outcome = outcome_of(failure)
             observation = observation_of(failure)
         finally:
             if permit is not None and throttle is not None:
                 throttle.release(permit, observation)
+            if admission is not None and breaker is not None:
+                _circuit.finish(breaker, admission, outcome)
         # Raised here, outside the handler, so that the original exception is not
         # chained as __context__; seal() drops the frames whose locals hold the
         # request, the response and its body.
@@ -314,12 +394,56 @@ async def call_with_retries(
                 clock=clock,
                 sleep_fn=sleep,
                 started=started,
+                breaker=breaker,
             ),
         )
         shared_budget.record_success(spent)
         return retried
     shared_budget.record_success(0.0)
     return result
+
+
+async def _timed(attempt: Callable[[], Awaitable[T]], limit: float) -> T:
+    async with asyncio.timeout(limit):
+        return await attempt()
+
+
+async def _enter(
+    breaker: Circuit | None,
+    throttle: Throttle | None,
+    info: CallInfo,
+    deadline_left: Callable[[], float],
+    sleep: Sleep,
+) -> tuple[Admission | None, Permit | None]:
+    """Pass the circuit breaker, then take a throttle place, never past the deadline.
+
+    A call is held by the breaker before it takes a place, so held calls do
+    not occupy the throttle; one that waited for a place while Canvas went
+    down gives it back and is held too.
+    """
+    while True:
+        admission = breaker.admit() if breaker is not None else None
+        if breaker is not None and admission is not None and admission is not ADMITTED:
+            admission = await _circuit.hold(
+                breaker,
+                admission,
+                deadline_left=deadline_left,
+                sleep=sleep,
+                method=info.method,
+                url=info.url,
+            )
+        # A free place is taken inline; only a wait needs the deadline-bounded path.
+        permit = throttle.try_acquire(info.route) if throttle else None
+        if permit is None and throttle is not None:
+            permit = await _place(throttle, info, deadline_left())
+            if (
+                breaker is not None
+                and admission is ADMITTED
+                and breaker.state is not CircuitState.CLOSED
+            ):
+                throttle.release(permit)
+                continue
+        return admission, permit
 
 
 async def _place(throttle: Throttle, info: CallInfo, left: float) -> Permit:
