@@ -74,7 +74,7 @@ def report(circuit: Circuit, transition: Transition | None) -> None:
         held=transition.held,
     )
     hooks = _telemetry.hooks
-    if hooks is not None:
+    if hooks is not None and hooks.active():
         hooks.circuit_changed(circuit.name, transition.state.value)
 
 

@@ -81,6 +81,10 @@ class OtelHooks:
         from resilient_canvas import __version__
 
         self._trace = trace
+        self._metrics = metrics
+        # Providers given explicitly are live; the global ones once the application sets them.
+        self._live = tracer_provider is not None or meter_provider is not None
+        self._checked_at = float("-inf")
         self._tracer = trace.get_tracer("resilient_canvas", __version__, tracer_provider)
         meter = metrics.get_meter("resilient_canvas", __version__, meter_provider=meter_provider)
         self._requests = meter.create_counter(
@@ -121,6 +125,27 @@ class OtelHooks:
             callbacks=[self._circuit_states],
             description="Circuit breaker state per Canvas origin: 0 closed, 1 half-open, 2 open.",
         )
+
+    def active(self) -> bool:
+        """Whether a provider is configured; until then spans and metrics would go nowhere.
+
+        The API's proxies would record nothing yet cost a tenth of a request's
+        overhead, so calls skip the hooks until the application sets a provider
+        (global providers are set once and never unset). Looked up at most
+        once a second: the lookup costs more than the rest of the check.
+        """
+        if self._live:
+            return True
+        now = time.monotonic()
+        if now - self._checked_at < 1.0:
+            return False
+        self._checked_at = now
+        proxy_tracing = isinstance(
+            self._trace.get_tracer_provider(), self._trace.ProxyTracerProvider
+        )
+        proxy_metrics = type(self._metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider"
+        self._live = not (proxy_tracing and proxy_metrics)
+        return self._live
 
     async def run_call(
         self, call: Callable[[], Awaitable[T]], method: str | None, route: str | None

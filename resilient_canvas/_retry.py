@@ -170,7 +170,7 @@ class _CallState:
             deadline_left_s=round(max(0.0, self.deadline_left()), 3),
         )
         hooks = _telemetry.hooks
-        if hooks is not None:
+        if hooks is not None and hooks.active():
             hooks.retry_scheduled(error.reason, self.info.method, self.info.route)
 
     async def sleep(self, wait: float) -> None:
@@ -301,18 +301,18 @@ async def call_with_retries(
         BaseException: Anything unrelated to HTTP, unchanged and never retried.
     """
     hooks = _telemetry.hooks
-    if hooks is not None:
+    if hooks is not None and hooks.active():
         # Telemetry wraps the call in its span and each attempt in a client span.
         info = info or CallInfo()
         return await hooks.run_call(
             lambda: _call_with_retries(
-                attempt, policy, throttle, budget, info, observe, clock, sleep, breaker
+                attempt, policy, throttle, budget, info, observe, clock, sleep, breaker, hooks
             ),
             info.method,
             info.route,
         )
     return await _call_with_retries(
-        attempt, policy, throttle, budget, info, observe, clock, sleep, breaker
+        attempt, policy, throttle, budget, info, observe, clock, sleep, breaker, None
     )
 
 
@@ -326,6 +326,7 @@ async def _call_with_retries(
     clock: Clock,
     sleep: Sleep,
     breaker: Circuit | None,
+    hooks: _telemetry.Hooks | None,
 ) -> T:
     resolved = policy or DEFAULT_POLICY
     call_info = info or CallInfo()
@@ -333,7 +334,6 @@ async def _call_with_retries(
     started = clock()
     total = seconds(resolved.deadline)
     per_attempt = seconds(resolved.attempt_timeout)
-    hooks = _telemetry.hooks
     sent = 0
 
     async def one_attempt() -> T:

@@ -21,6 +21,10 @@ class Hooks(Protocol):
     removed) describe the request; implementations must not record the query.
     """
 
+    def active(self) -> bool:
+        """Whether recording is worth its cost now (a backend is configured)."""
+        ...
+
     async def run_call(
         self, call: Callable[[], Awaitable[T]], method: str | None, route: str | None
     ) -> T:
