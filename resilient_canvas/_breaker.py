@@ -4,8 +4,10 @@ One :class:`CircuitBreaker` per Canvas origin, shared by every client and
 token on it in this process (:func:`breaker_for`). It counts outcomes over a
 sliding time window and *opens* when the window holds at least
 ``minimum_throughput`` outcomes and the share of outage failures (5xx,
-connection failures, timeouts) reaches ``failure_ratio``. Throttling (429,
-legacy 403) and other 4xx answers count as successes: Canvas answered.
+connection failures, timeouts) reaches ``failure_ratio`` (a partial
+outage), or after ``consecutive_failures`` failures in a row (a sudden full
+one, detected before the retry budget is spent). Throttling (429, legacy
+403) and other 4xx answers count as successes: Canvas answered.
 
 While open, :meth:`CircuitBreaker.admit` tells callers to wait; after
 ``break_duration`` the next caller is the *probe* (half-open: one request).
@@ -66,6 +68,8 @@ class BreakerSettings:
 
     Attributes:
         failure_ratio: Share of failures in the window that opens the circuit.
+        consecutive_failures: Failures in a row that open the circuit at once,
+            whatever the window holds.
         window: Length of the sliding window, in seconds.
         minimum_throughput: Outcomes the window must hold before it can open:
             a handful of unlucky calls is not an outage.
@@ -77,6 +81,7 @@ class BreakerSettings:
     """
 
     failure_ratio: float = 0.5
+    consecutive_failures: int = 10
     window: float = 10.0
     minimum_throughput: int = 20
     break_duration: float = 5.0
@@ -87,8 +92,8 @@ class BreakerSettings:
         # A ratio of 0 would open on the first outcome; above 1 never opens.
         if not 0.0 < self.failure_ratio <= 1.0:
             raise ValueError(f"failure_ratio must be in (0, 1], not {self.failure_ratio}.")
-        if self.minimum_throughput < 1:
-            raise ValueError("minimum_throughput must be at least 1.")
+        if self.minimum_throughput < 1 or self.consecutive_failures < 1:
+            raise ValueError("minimum_throughput and consecutive_failures must be at least 1.")
         for name in ("window", "break_duration", "release_duration"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)!r}.")
@@ -133,7 +138,8 @@ class BreakerEstimate:
         next_probe_in_s: Seconds until the next probe may go; None unless open.
         opened: Times the circuit has opened.
         probes: Probes sent.
-        held: Requests told to wait since the circuit last opened.
+        waits: Times a call was told to wait since the circuit last opened
+            (a held call asks again after each wait).
     """
 
     state: CircuitState
@@ -143,7 +149,7 @@ class BreakerEstimate:
     next_probe_in_s: float | None
     opened: int
     probes: int
-    held: int
+    waits: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +161,7 @@ class Transition:
     failures: int
     total: int
     down_for_s: float
-    held: int
+    waits: int
 
 
 class Circuit(Protocol):
@@ -261,7 +267,8 @@ class CircuitBreaker:
         self._break = self.settings.break_duration
         self._closed_at: float | None = None
         self._ramp_in_flight = 0
-        self._opened = self._probes = self._held = 0
+        self._opened = self._probes = self._waits = 0
+        self._streak = 0
         self._pending: Transition | None = None
 
     def __repr__(self) -> str:
@@ -292,7 +299,7 @@ class CircuitBreaker:
                 self._probes += 1
                 self._pending = self._transition(now, "break_elapsed")
                 return Admission(True, probe=True, down_for=now - self._opened_at)
-            self._held += 1
+            self._waits += 1
             if self._state is CircuitState.OPEN:
                 wait = self._next_probe_at - now
                 return Admission(
@@ -319,10 +326,10 @@ class CircuitBreaker:
             if outcome is Outcome.IGNORED or self._state is not CircuitState.CLOSED:
                 # Late answers to requests sent before the circuit opened decide nothing.
                 return None
-            self._window.add(now, outcome is Outcome.FAILURE)
-            if outcome is Outcome.FAILURE:
-                return self._maybe_open(now)
-            return None
+            failed = outcome is Outcome.FAILURE
+            self._window.add(now, failed)
+            self._streak = self._streak + 1 if failed else 0
+            return self._maybe_open(now) if failed else None
 
     def take_transition(self) -> Transition | None:
         """Return (once) the state change :meth:`admit` made, if any."""
@@ -350,7 +357,7 @@ class CircuitBreaker:
                 ),
                 opened=self._opened,
                 probes=self._probes,
-                held=self._held,
+                waits=self._waits,
             )
 
     # -------------------------------------------------------------- internals
@@ -364,31 +371,38 @@ class CircuitBreaker:
         # Slow start: 1 in flight at first, doubling ten times over the release.
         limit = 2 ** math.floor(10 * elapsed / self.settings.release_duration)
         if self._ramp_in_flight >= limit:
-            self._held += 1
+            self._waits += 1
             return Admission(False, wait=_POLL)
         self._ramp_in_flight += 1
         return Admission(True, ramp=True)
 
     def _maybe_open(self, now: float) -> Transition | None:
         failures, total = self._window.counts(now)
-        if total < self.settings.minimum_throughput:
+        if self._streak >= self.settings.consecutive_failures:
+            reason = "consecutive_failures"
+        elif (
+            total >= self.settings.minimum_throughput
+            and failures >= self.settings.failure_ratio * total
+        ):
+            reason = "failure_ratio"
+        else:
             return None
-        if failures < self.settings.failure_ratio * total:
-            return None
+        self._streak = 0
         self._state = CircuitState.OPEN
         self._opened_at = now
         self._break = self.settings.break_duration
         self._next_probe_at = now + self._break
         self._closed_at = None
         self._opened += 1
-        self._held = 0
-        return self._transition(now, "failure_ratio", failures, total)
+        self._waits = 0
+        return self._transition(now, reason, failures, total)
 
     def _end_probe(self, now: float, outcome: Outcome) -> Transition | None:
         if outcome is Outcome.SUCCESS:
             self._state = CircuitState.CLOSED
             transition = self._transition(now, "probe_succeeded")
             self._window.clear()
+            self._streak = 0
             self._closed_at = now
             self._ramp_in_flight = 0
             return transition
@@ -410,7 +424,7 @@ class CircuitBreaker:
             failures=failures,
             total=total,
             down_for_s=round(now - self._opened_at, 3),
-            held=self._held,
+            waits=self._waits,
         )
 
 

@@ -71,7 +71,7 @@ def report(circuit: Circuit, transition: Transition | None) -> None:
         failures=transition.failures,
         total=transition.total,
         down_for_s=transition.down_for_s,
-        held=transition.held,
+        waits=transition.waits,
     )
     hooks = _telemetry.hooks
     if hooks is not None and hooks.active():

@@ -33,9 +33,9 @@ def feed(breaker: CircuitBreaker, *outcomes: Outcome) -> None:
 
 
 def opened(clock: FakeClock, **settings: float) -> CircuitBreaker:
-    """A breaker on *clock*, opened by 20 failures."""
+    """A breaker on *clock*, opened by 10 failures in a row."""
     breaker = CircuitBreaker(BreakerSettings(**settings), clock=clock, name="https://c.test")
-    feed(breaker, *[FAIL] * 20)
+    feed(breaker, *[FAIL] * 10)
     assert CircuitState.OPEN == breaker.state
     return breaker
 
@@ -85,17 +85,28 @@ def test_closed_breaker_admits_without_bookkeeping() -> None:
 
 
 def test_does_not_open_below_minimum_throughput() -> None:
-    """19 failures in a row are not enough evidence with a minimum throughput of 20."""
+    """19 outcomes, half of them failures but never 10 in a row, are not enough evidence."""
     breaker = CircuitBreaker(clock=FakeClock())
-    feed(breaker, *[FAIL] * 19)
+    feed(breaker, *[FAIL, FAIL, OK] * 6, FAIL)
+    assert (13, 19) == (breaker.estimate().failures, breaker.estimate().total)
     assert CircuitState.CLOSED == breaker.state
 
 
+def test_consecutive_failures_open_at_once() -> None:
+    """Ten failures in a row open the circuit even among many successes (a sudden outage)."""
+    breaker = CircuitBreaker(clock=FakeClock())
+    feed(breaker, *[OK] * 500, *[FAIL] * 9, OK, *[FAIL] * 9)
+    assert CircuitState.CLOSED == breaker.state
+    transition = breaker.finish(breaker.admit(), FAIL)
+    assert transition is not None
+    assert ("open", "consecutive_failures") == (transition.state.value, transition.reason)
+
+
 def test_opens_at_the_failure_ratio() -> None:
-    """Half failures among 20 outcomes opens the circuit, one fewer does not."""
+    """Half failures among 20 outcomes opens the circuit, 9 of 20 do not."""
     below, at = CircuitBreaker(clock=FakeClock()), CircuitBreaker(clock=FakeClock())
-    feed(below, *[OK] * 11, *[FAIL] * 9)
-    feed(at, *[OK] * 10, *[FAIL] * 10)
+    feed(below, *[OK, FAIL] * 9, OK, OK)
+    feed(at, *[OK, FAIL] * 10)
     assert (CircuitState.CLOSED, CircuitState.OPEN) == (below.state, at.state)
     assert 1 == at.estimate().opened
 
@@ -112,10 +123,10 @@ def test_old_failures_leave_the_window() -> None:
     """Failures older than the window no longer count toward opening."""
     clock = FakeClock()
     breaker = CircuitBreaker(clock=clock)
-    feed(breaker, *[FAIL] * 15)
+    feed(breaker, *[FAIL, OK] * 8)
     clock.advance(11.0)
-    feed(breaker, *[FAIL] * 15)
-    assert (15, 15) == (breaker.estimate().failures, breaker.estimate().total)
+    feed(breaker, *[FAIL, OK] * 8)
+    assert (8, 16) == (breaker.estimate().failures, breaker.estimate().total)
     assert CircuitState.CLOSED == breaker.state
 
 
@@ -188,8 +199,7 @@ def test_transitions_report_reason_and_counts() -> None:
     """Opening, probing and closing each report a transition with their reason."""
     clock = FakeClock()
     breaker = CircuitBreaker(clock=clock, name="https://c.test")
-    for _ in range(19):
-        breaker.finish(breaker.admit(), FAIL)
+    feed(breaker, *[OK] * 10, *[FAIL] * 9)
     opening = breaker.finish(breaker.admit(), FAIL)
     clock.advance(5.0)
     probe = breaker.admit()
@@ -199,7 +209,7 @@ def test_transitions_report_reason_and_counts() -> None:
     assert half_open is not None
     assert closing is not None
     assert [
-        ("open", "failure_ratio", 20, 20, 0.0),
+        ("open", "consecutive_failures", 10, 20, 0.0),
         ("half_open", "break_elapsed", 0, 20, 5.0),
         ("closed", "probe_succeeded", 0, 20, 5.0),
     ] == [
@@ -221,7 +231,7 @@ def test_estimate_reads_like_the_throttle_estimate() -> None:
         estimate.down_for_s,
         estimate.next_probe_in_s,
         estimate.opened,
-        estimate.held,
+        estimate.waits,
     )
 
 
@@ -231,6 +241,7 @@ def test_estimate_reads_like_the_throttle_estimate() -> None:
         {"failure_ratio": 0.0},
         {"failure_ratio": 1.5},
         {"minimum_throughput": 0},
+        {"consecutive_failures": 0},
         {"window": 0.0},
         {"break_duration": -1.0},
         {"break_duration": 10.0, "max_break_duration": 5.0},
@@ -296,7 +307,8 @@ async def test_outage_shorter_than_deadline_loses_no_call() -> None:
     # Down-time requests: those that opened the circuit, those already in flight
     # then (at most the throttle's cap), and the probes; no retry storm.
     in_flight_cap = Throttle().config.max_in_flight
-    assert sim.stats.faults["maintenance"] <= 20 + in_flight_cap + estimate.probes
+    opening = BreakerSettings().consecutive_failures
+    assert sim.stats.faults["maintenance"] <= opening + in_flight_cap + estimate.probes
     events = [e["event"] for e in logs if e["event"].startswith("canvas.circuit")]
     assert "canvas.circuit_opened" == events[0]
     assert "canvas.circuit_closed" == events[-1]

@@ -202,7 +202,7 @@ def test_circuit_state_gauge_reads_every_origin(telemetry: Telemetry) -> None:
     clock = FakeClock()
     down = breaker_for("https://down.test", clock=clock)
     breaker_for("https://up.test", clock=clock)
-    for _ in range(20):
+    for _ in range(10):
         down.finish(down.admit(), Outcome.FAILURE)
     states = {
         point.attributes["server.address"]: point.value
@@ -216,7 +216,7 @@ def test_circuit_transitions_are_counted(telemetry: Telemetry) -> None:
     from resilient_canvas._circuit import finish
 
     breaker = CircuitBreaker(clock=FakeClock(), name="https://c.test")
-    for _ in range(20):
+    for _ in range(10):
         finish(breaker, breaker.admit(), Outcome.FAILURE)
     assert 1 == telemetry.total("canvas.circuit.transitions", state="open")
 
