@@ -35,12 +35,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
 import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -325,6 +327,15 @@ def verdict(plan: Plan, client: dict[str, Any], stats: dict[str, Any]) -> dict[s
     after = [s for s in samples if s["t"] >= plan.warmup]
     # The end of the steady state: the workers still busy (they finish in the last seconds).
     end = _at(samples, plan.duration - 5.0)
+    # Flat: the median over the last stretch of steady state against the one after
+    # warm-up (the pool opens and closes connections, so single samples jitter).
+    span = plan.warmup
+    first = [s for s in samples if plan.warmup <= s["t"] < plan.warmup + span]
+    final = [s for s in samples if plan.duration - 5.0 - span <= s["t"] < plan.duration - 5.0]
+
+    def drift(key: str) -> float:
+        return statistics.median(s[key] for s in final) - statistics.median(s[key] for s in first)
+
     window_end = plan.window_at + plan.window
     opened_in_window = any(
         s["breaker"] > 0 for s in samples if plan.window_at <= s["t"] <= window_end + 10
@@ -335,6 +346,9 @@ def verdict(plan: Plan, client: dict[str, Any], stats: dict[str, Any]) -> dict[s
         "unclassified": client["unclassified_count"],
         "rss_growth_mb": round(last["rss_mb"] - warm["rss_mb"], 2),
         "rss_peak_growth_mb": round(max(s["rss_mb"] for s in after) - warm["rss_mb"], 2),
+        "fds_drift": drift("fds"),
+        "tasks_drift": drift("tasks"),
+        "sockets_drift": drift("sockets"),
         "fds_warm_end": [warm["fds"], end["fds"]],
         "tasks_warm_end": [warm["tasks"], end["tasks"]],
         "sockets_warm_end": [warm["sockets"], end["sockets"]],
@@ -348,8 +362,8 @@ def verdict(plan: Plan, client: dict[str, Any], stats: dict[str, Any]) -> dict[s
         and numbers["duplicate_writes"] == 0
         and numbers["unclassified"] == 0
         and numbers["rss_growth_mb"] < 20
-        and end["fds"] <= warm["fds"] + 2
-        and end["tasks"] <= warm["tasks"] + 2
+        and numbers["fds_drift"] <= 2
+        and numbers["tasks_drift"] <= 2
         and opened_in_window
         and numbers["breaker_closed_at_end"]
     )
@@ -365,8 +379,7 @@ def plot(plan: Plan, samples: list[dict[str, Any]], path: Path) -> None:
 
     t = [s["t"] for s in samples]
     rate = [0.0] + [
-        (b["done"] - a["done"]) / max(1e-9, b["t"] - a["t"])
-        for a, b in zip(samples, samples[1:], strict=False)
+        (b["done"] - a["done"]) / max(1e-9, b["t"] - a["t"]) for a, b in itertools.pairwise(samples)
     ]
     fig, axes = plt.subplots(4, 1, figsize=(10, 9), sharex=True)
     panels = [
@@ -386,7 +399,7 @@ def plot(plan: Plan, samples: list[dict[str, Any]], path: Path) -> None:
             axis.plot(t, values, label=name, linewidth=0.9)
         axis.set_ylabel(label)
         axis.axvspan(plan.window_at, plan.window_at + plan.window, color="red", alpha=0.12)
-        for a, b in zip(samples, samples[1:], strict=False):
+        for a, b in itertools.pairwise(samples):
             if a["breaker"] > 0:
                 axis.axvspan(a["t"], b["t"], color="orange", alpha=0.25, linewidth=0)
         if len(series) > 1:
