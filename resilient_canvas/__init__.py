@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resilient_canvas._bucket_model import Observation, Permit, ThrottleConfig, ThrottleEstimate
 from resilient_canvas._bulk import BulkProgress, BulkResult, Outcome
 from resilient_canvas._client import (
     CanvasClient,
@@ -14,17 +15,9 @@ from resilient_canvas._encoding import encode_params, require
 from resilient_canvas._history import Attempt, AttemptHistory
 from resilient_canvas._policy import BudgetSettings, RetryBudget, RetryPolicy
 from resilient_canvas._redis_throttle import RedisThrottle
+from resilient_canvas._registry import clear_throttles, close_throttles, throttle_for
 from resilient_canvas._retry import raise_for_canvas_status, resilient
-from resilient_canvas._throttle import (
-    Observation,
-    Permit,
-    Throttle,
-    ThrottleConfig,
-    ThrottleEstimate,
-    clear_throttles,
-    close_throttles,
-    throttle_for,
-)
+from resilient_canvas._throttle import Throttle
 from resilient_canvas.exceptions import (
     BadGateway,
     BadRequest,

@@ -114,3 +114,8 @@ def throttle_paused(**fields: Any) -> None:
 def throttle_degraded(**fields: Any) -> None:
     """Log that shared (Redis) throttle state is unreachable and local pacing took over."""
     logger.warning(THROTTLE_DEGRADED, **_redacted(fields))
+
+
+def throttle_event(event: str, *, level: str = "info", **fields: Any) -> None:
+    """Log an event of the bucket model (``canvas.throttle_*``) at *level*."""
+    getattr(logger, level)(event, **_redacted(fields))
