@@ -10,6 +10,7 @@ from resilient_canvas._breaker import (
     breaker_for,
     clear_breakers,
 )
+from resilient_canvas._bucket_model import Observation, Permit, ThrottleConfig, ThrottleEstimate
 from resilient_canvas._bulk import BulkProgress, BulkResult, Outcome
 from resilient_canvas._client import (
     CanvasClient,
@@ -23,17 +24,9 @@ from resilient_canvas._history import Attempt, AttemptHistory
 from resilient_canvas._otel import install_if_available as _install_otel
 from resilient_canvas._policy import BudgetSettings, RetryBudget, RetryPolicy
 from resilient_canvas._redis_throttle import RedisThrottle
+from resilient_canvas._registry import clear_throttles, close_throttles, throttle_for
 from resilient_canvas._retry import raise_for_canvas_status, resilient
-from resilient_canvas._throttle import (
-    Observation,
-    Permit,
-    Throttle,
-    ThrottleConfig,
-    ThrottleEstimate,
-    clear_throttles,
-    close_throttles,
-    throttle_for,
-)
+from resilient_canvas._throttle import Throttle
 from resilient_canvas.exceptions import (
     BadGateway,
     BadRequest,

@@ -42,6 +42,7 @@ the Redis throttle and the blocking client drive the same object.
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ _SAFETY_Z = 2.5
 _GATE_Z = 6.0
 #: After this many outliers in a row on the same side, the model accepts it was wrong.
 _OUTLIERS_TO_RESET = 4
+#: Variance of a state the filter knows nothing about.
+_UNKNOWN_VAR = 1e8
 #: Noise of one remaining measurement, in units squared (rounding, timing).
 _MEASUREMENT_VAR = 1.0
 #: Doubt about how many of ours were at the server, in reservations squared.
@@ -71,6 +74,11 @@ _HEADROOM_DRIFT_PER_S = 2.0
 #: Drift allowed to the learned parameters per answer (they may change, slowly).
 _UP_FRONT_DRIFT = 0.01
 _OUTFLOW_DRIFT_PER_S = 1e-4
+#: Answers kept to pair with later ones for the outflow; shortest pair used.
+_OUTFLOW_POINTS = 64
+_MIN_OUTFLOW_SPAN_S = 0.5
+#: Noise of one remaining in a pair, in units squared (timing, others' activity).
+_PAIR_VAR = 4.0
 #: Routes that get their own reservation estimate; the rest share the global one.
 #: (Cost averages are kept for more routes: they are cheap.)
 _MAX_ROUTES = 6
@@ -80,10 +88,14 @@ _COST_WEIGHT = 0.1
 #: Standard deviations above the mean service time past which a request has
 #: probably finished at the server (while its answer may still be on the way).
 _SERVICE_Z = 3.0
+#: Service times seen before a route's usual one is trusted.
+_SERVICE_SAMPLES = 10
 #: Prior one-way network delay until throttled answers (which do no work) show it.
 _PRIOR_ONE_WAY_S = 0.0
 #: A parameter moving more than this fraction since last logged is logged again.
 _LOG_MOVE = 0.10
+#: How late a busy event loop may send a request it was allowed to send, in seconds.
+_SEND_LAG_S = 0.005
 #: After the count drained, answers show hwm for this long (then the leak blurs it).
 _DRAINED_FOR_S = 1.0
 #: Backoff of a throttle without quota headers, in seconds, doubling per event.
@@ -202,7 +214,7 @@ class Permit:
 class _RouteStats:
     """Moving averages of one route's costs and service times."""
 
-    __slots__ = ("cost", "cost_var", "excess", "excess_var", "service", "service_var")
+    __slots__ = ("cost", "cost_var", "excess", "excess_var", "service", "service_var", "services")
 
     def __init__(self) -> None:
         self.cost: float | None = None
@@ -211,6 +223,7 @@ class _RouteStats:
         self.excess_var = 0.0
         self.service: float | None = None
         self.service_var = 0.0
+        self.services = 0
 
     def add_cost(self, cost: float, up_front: float) -> None:
         self.cost, self.cost_var = _ema(self.cost, self.cost_var, cost)
@@ -220,10 +233,11 @@ class _RouteStats:
 
     def add_service(self, seconds: float) -> None:
         self.service, self.service_var = _ema(self.service, self.service_var, seconds)
+        self.services += 1
 
     def service_high(self) -> float:
         """A service time few requests of the route exceed (inf until one was seen)."""
-        if self.service is None:
+        if self.service is None or self.services < _SERVICE_SAMPLES:
             return math.inf
         return self.service + _SERVICE_Z * math.sqrt(self.service_var)
 
@@ -236,12 +250,68 @@ def _ema(mean: float | None, var: float, sample: float) -> tuple[float, float]:
     return mean + _COST_WEIGHT * delta, (1 - _COST_WEIGHT) * (var + _COST_WEIGHT * delta * delta)
 
 
+class _Outflow:
+    """The leak rate, from pairs of answers given with the same requests of ours at Canvas.
+
+    Between two such answers the reservations cancel out, so eq. (2) reads
+    ``remaining' - remaining = outflow * dt - (costs settled in between)``,
+    whatever the reservations are: the rate is measured without trusting
+    any other estimate. Pairs where the count may have reached zero (the
+    leak stops there) are not used.
+    """
+
+    __slots__ = ("high", "mean", "outliers", "points", "var")
+
+    def __init__(self, prior: float, prior_var: float) -> None:
+        self.mean = prior
+        self.var = prior_var
+        self.outliers = 0
+        self.high = False
+        #: Per set of requests at the server: (remaining, answered at, costs settled so far).
+        self.points: collections.OrderedDict[tuple[int, ...], tuple[float, float, float]] = (
+            collections.OrderedDict()
+        )
+
+    def observe(
+        self, key: tuple[int, ...], remaining: float, at: float, settled: float, noise: float
+    ) -> None:
+        before = self.points.pop(key, None)
+        self.points[key] = (remaining, at, settled)
+        if len(self.points) > _OUTFLOW_POINTS:
+            self.points.popitem(last=False)
+        if before is None:
+            return
+        remaining0, at0, settled0 = before
+        span = at - at0
+        if span < _MIN_OUTFLOW_SPAN_S:
+            self.points[key] = before
+            return
+        sample = (remaining - remaining0 + settled - settled0) / span
+        sample_var = 2 * noise / (span * span)
+        if (sample - self.mean) ** 2 > _GATE_Z**2 * (self.var + sample_var):
+            # A pair we miscounted (or another client's burst): one is noise,
+            # several in a row on one side mean the rate is elsewhere.
+            self.outliers = self.outliers + 1 if (sample > self.mean) == self.high else 1
+            self.high = sample > self.mean
+            if self.outliers < _OUTLIERS_TO_RESET:
+                return
+            self.var += (sample - self.mean) ** 2
+        self.outliers = 0
+        gain = self.var / (self.var + sample_var)
+        self.mean = min(max(self.mean + gain * (sample - self.mean), MIN_OUTFLOW), MAX_OUTFLOW)
+        self.var = max((1 - gain) * self.var, 1e-6) + _OUTFLOW_DRIFT_PER_S * span
+
+    def forget(self) -> None:
+        """The count may have hit zero: no pair spanning this moment is valid."""
+        self.points.clear()
+
+
 class _Filter:
-    """A linear Kalman filter over ``[D, outflow, U, dU_1..dU_k]`` (lists, no numpy)."""
+    """A linear Kalman filter over ``[D, U, dU_1..dU_k]`` (lists, no numpy)."""
 
     __slots__ = ("p", "x")
 
-    D, R, U = 0, 1, 2
+    D, U = 0, 1
 
     def __init__(self, x: list[float], variances: list[float]) -> None:
         self.x = x
@@ -255,23 +325,11 @@ class _Filter:
         self.p.append([0.0] * (len(self.x) - 1) + [variance])
         return len(self.x) - 1
 
-    def predict(self, dt: float, drift: float, learn: bool) -> None:
+    def predict(self, dt: float, rate: float, rate_var: float, drift: float, learn: bool) -> None:
         """Advance by *dt* seconds: the headroom grows by the leak (eq. 2)."""
         x, p = self.x, self.p
-        d, r = self.D, self.R
-        if dt > 0:
-            x[d] += x[r] * dt
-            # P' = F P F^T with F the identity plus dt at [D][R].
-            row_d, row_r = p[d], p[r]
-            new_row = [row_d[j] + dt * row_r[j] for j in range(len(x))]
-            new_row[d] = row_d[d] + 2 * dt * row_r[d] + dt * dt * row_r[r]
-            p[d] = new_row
-            for i, value in enumerate(new_row):
-                if i != d:
-                    p[i][d] = value
-            if learn:
-                p[r][r] += _OUTFLOW_DRIFT_PER_S * dt
-        p[d][d] += drift
+        x[self.D] += rate * dt
+        p[self.D][self.D] += rate_var * dt * dt + drift
         if learn:
             for i in range(self.U, len(x)):
                 p[i][i] += _UP_FRONT_DRIFT
@@ -307,15 +365,12 @@ class _Filter:
                     row[j] -= gi * ph[j]
         return innovation
 
-    def set_linear(self, index: int, h: dict[int, float], offset: float, noise: float) -> None:
-        """Set ``x[index] = offset + sum(h[i] * x[i])`` (no self-reference), covariances too."""
-        x, p = self.x, self.p
-        x[index] = offset + self.value(h)
-        n = len(x)
-        for j in range(n):
-            if j != index:
-                p[index][j] = p[j][index] = sum(hi * p[i][j] for i, hi in h.items())
-        p[index][index] = self.variance(h) + noise
+    def forget(self, index: int, value: float) -> None:
+        """Set ``x[index]`` to *value* and know nothing more about it (nor its links)."""
+        self.x[index] = value
+        for j, row in enumerate(self.p):
+            row[index] = self.p[index][j] = 0.0
+        self.p[index][index] = _UNKNOWN_VAR
 
 
 class BucketModel:
@@ -345,9 +400,11 @@ class BucketModel:
         self._learn = c.learn
         spread = 1.0 if c.learn else 0.0
         self._filter = _Filter(
-            [c.hwm, c.outflow, c.up_front_cost],
-            [c.hwm_sd**2, spread * c.outflow_sd**2, spread * c.up_front_cost_sd**2],
+            [c.hwm, c.up_front_cost], [c.hwm_sd**2, spread * c.up_front_cost_sd**2]
         )
+        self._outflow = _Outflow(c.outflow, spread * c.outflow_sd**2)
+        #: Costs of all our answers so far (for the outflow's pairs).
+        self._settled = 0.0
         self._hwm = c.hwm
         self._hwm_sd = c.hwm_sd if c.learn else 0.0
         # Since when the model believes Canvas's count was zero (a fresh
@@ -395,7 +452,7 @@ class BucketModel:
     @property
     def outflow(self) -> float:
         """The estimated leak rate, in units per second."""
-        return self._filter.x[_Filter.R]
+        return self._outflow.mean
 
     @property
     def headers_seen(self) -> bool:
@@ -490,7 +547,7 @@ class BucketModel:
         self._measure_timing(permit, now, throttled, cost)
         if not self._plausible_remaining(remaining):
             return
-        sure, maybe = self._at_server(now)
+        sure, maybe = self._at_server(permit, now)
         self._learn_hwm(permit, remaining, cost, sure, maybe, now)
         if self._learn:
             self._observe(remaining, None if throttled else (cost or 0.0), sure, maybe, now)
@@ -525,7 +582,7 @@ class BucketModel:
             throttled_responses=self._throttled,
             hwm_sd=round(self._hwm_sd, 3),
             up_front_cost_sd=round(math.sqrt(max(0.0, p[_Filter.U][_Filter.U])), 3),
-            outflow_sd=round(math.sqrt(max(0.0, p[_Filter.R][_Filter.R])), 3),
+            outflow_sd=round(math.sqrt(self._outflow.var), 3),
             one_way_delay_s=round(self._one_way, 4),
             route_up_front_costs={
                 route: round(self.up_front_for(route), 3) for route in self._slots
@@ -568,7 +625,7 @@ class BucketModel:
             "up_front_cost": self.up_front_cost,
             "up_front_cost_var": p[_Filter.U][_Filter.U],
             "outflow": self.outflow,
-            "outflow_var": p[_Filter.R][_Filter.R],
+            "outflow_var": self._outflow.var,
         }
 
     def merge_parameters(self, shared: dict[str, float]) -> None:
@@ -580,16 +637,26 @@ class BucketModel:
         if not self._learn:
             return
         f = self._filter
-        for key, index in (("up_front_cost", _Filter.U), ("outflow", _Filter.R)):
-            value, variance = shared.get(key), shared.get(key + "_var")
-            if value is None or variance is None or not _plausible(value, variance):
-                continue
-            if variance < f.p[index][index]:
-                f.update({index: 1.0}, value, variance + f.p[index][index])
+        value, variance = shared.get("up_front_cost"), shared.get("up_front_cost_var")
+        if value is not None and variance is not None and _plausible(value, variance):
+            mine = f.p[_Filter.U][_Filter.U]
+            if variance < mine:
+                f.update({_Filter.U: 1.0}, value, variance + mine)
+        value, variance = shared.get("outflow"), shared.get("outflow_var")
+        if value is not None and variance is not None and _plausible(value, variance):
+            flow = self._outflow
+            if variance < flow.var:
+                gain = flow.var / (flow.var + variance)
+                flow.mean += gain * (value - flow.mean)
+                flow.var *= 1 - gain
         value, variance = shared.get("hwm"), shared.get("hwm_var")
-        if value is not None and variance is not None and _plausible(value, variance + 1.0):
-            if math.sqrt(variance) < self._hwm_sd:
-                self._hwm, self._hwm_sd = value, math.sqrt(variance)
+        if (
+            value is not None
+            and variance is not None
+            and _plausible(value, variance + 1.0)
+            and math.sqrt(variance) < self._hwm_sd
+        ):
+            self._hwm, self._hwm_sd = value, math.sqrt(variance)
         self._clamp()
 
     # ------------------------------------------------------------- internals
@@ -620,8 +687,7 @@ class BucketModel:
         h: dict[int, float] = {_Filter.U: 1.0}
         if slot >= 0:
             h[slot] = 1.0
-        h[_Filter.R] = now - self._anchor_at
-        variance = 0.0
+        variance = self._outflow.var * (now - self._anchor_at) ** 2
         round_trip = 2 * self._one_way
         anchored = self._anchor_set
         for permit in self._active:
@@ -733,24 +799,32 @@ class BucketModel:
                 stats.add_service(service)
             self._default_stats.add_service(service)
 
-    def _at_server(self, now: float) -> tuple[list[Permit], list[Permit]]:
-        """Our requests surely at the server when it answered, and those that may have been.
+    def _at_server(self, answered: Permit, now: float) -> tuple[list[Permit], list[Permit]]:
+        """Our requests at the server when it answered, and those we cannot be sure of.
 
-        Canvas computed the answer one one-way delay ago, so a request of ours
-        was there if it had been sent a round trip before now. The delay we
-        know is an upper bound (see ``_measure_timing``): requests sent
-        within it, but not very recently, may or may not have arrived.
+        One sent before the answered request reached Canvas before it and was
+        still there (it has not ended: we have no answer). One sent after it
+        was there if it was sent a round trip before now; but the delay we
+        know is an upper bound (see ``_measure_timing``) and a busy event
+        loop sends late, so only well past that is it sure. And a request
+        may have been throttled on arrival (holding nothing) without our
+        knowing yet: only one older than a throttled answer takes is surely
+        holding its reservation. The doubtful ones count as at the server
+        for admission (the safe side) and keep the answer out of learning.
         """
         round_trip = 2 * self._one_way
-        sure: list[Permit] = []
-        maybe: list[Permit] = []
+        sure_after = 2 * round_trip + _SEND_LAG_S
+        at_server: list[Permit] = []
+        doubtful: list[Permit] = []
         for permit in self._active:
             elapsed = now - permit.admitted_at
-            if elapsed >= round_trip:
-                sure.append(permit)
-            elif elapsed >= 0.5 * round_trip:
-                maybe.append(permit)
-        return sure, maybe
+            if elapsed >= sure_after or permit.admitted_at <= answered.admitted_at:
+                at_server.append(permit)
+            else:
+                # The delay we know is only an upper bound: even a request
+                # sent less than a round trip ago may have arrived.
+                doubtful.append(permit)
+        return at_server, doubtful
 
     def _learn_hwm(
         self,
@@ -800,27 +874,52 @@ class BucketModel:
         f = self._filter
         answered_at = max(self._at, now - self._one_way)
         dt = answered_at - self._at
-        f.predict(dt, _HEADROOM_DRIFT_PER_S * dt, True)
+        f.predict(dt, self.outflow, self._outflow.var, _HEADROOM_DRIFT_PER_S * dt, True)
         self._at = answered_at
         if cost is not None:
             f.x[_Filter.D] -= cost
+            self._settled += cost
+        if self._learn:
+            self._learn_outflow(remaining, answered_at, sure, maybe)
         h = self._reserved_vector(sure)
-        for key, value in self._reserved_vector(maybe, 0.5).items():
-            h[key] = h.get(key, 0.0) + value
         h[_Filter.D] = 1.0
         u = self.up_front_cost
-        noise = _MEASUREMENT_VAR + (0.25 * len(maybe) + _COUNT_DOUBT) * u * u
+        noise = _MEASUREMENT_VAR + _COUNT_DOUBT * u * u
+        if maybe:
+            # Some of ours may or may not have reached Canvas, or the count is
+            # so low that it may have been clamped at zero (where eq. 2 stops
+            # holding): whatever we assumed would bias the parameters. Keep
+            # only the headroom.
+            f.forget(_Filter.D, remaining - f.value({**h, _Filter.D: 0.0}) + len(maybe) * u)
+            return
         innovation = remaining - f.value(h)
         spread = f.variance(h) + noise
         if innovation * innovation > _GATE_Z**2 * spread:
             # Far from what the filter expects: restart its headroom from this
             # answer rather than let one surprise drag the parameters.
-            f.set_linear(
-                _Filter.D, {k: -v for k, v in h.items() if k != _Filter.D}, remaining, noise
-            )
+            f.forget(_Filter.D, remaining - f.value({**h, _Filter.D: 0.0}))
             return
         f.update(h, remaining, noise)
         self._clamp()
+
+    def _learn_outflow(
+        self, remaining: float, answered_at: float, sure: list[Permit], maybe: list[Permit]
+    ) -> None:
+        if self._hwm - remaining < 2 * self.up_front_cost + self.config.margin:
+            # A count near zero, where the leak stops: no pair may span it.
+            self._outflow.forget()
+            return
+        # A request sent lately may have been throttled on arrival (holding
+        # nothing) without our knowing yet: only settled facts make a pair.
+        settled_before = answered_at + self._one_way - 4 * self._one_way - _SEND_LAG_S
+        if maybe or any(permit.admitted_at > settled_before for permit in sure):
+            return
+        counts: dict[int, int] = {}
+        for permit in sure:
+            counts[permit.slot] = counts.get(permit.slot, 0) + 1
+        key = tuple(value for pair in sorted(counts.items()) for value in pair)
+        # The reservations cancel out of a pair: only the answers' own noise.
+        self._outflow.observe(key, remaining, answered_at, self._settled, _PAIR_VAR)
 
     def _reserved_vector(self, permits: Iterable[Permit], weight: float = 1.0) -> dict[int, float]:
         """Coefficients of the sum of *permits*' reservations over the filter's state, negated."""
@@ -860,6 +959,8 @@ class BucketModel:
         self, permit: Permit, throttled: bool, cost: float | None, now: float
     ) -> None:
         """No quota header: pace by AIMD on throttles alone (one cut per congestion event)."""
+        # A request ended without an answer: what it cost Canvas is unknown.
+        self._outflow.forget()
         if not throttled:
             self._headerless_events = 0
             if self._cap is not None:
@@ -905,7 +1006,6 @@ class BucketModel:
         """Keep every estimate within physical bounds, whatever the evidence did."""
         x = self._filter.x
         self._hwm = min(max(self._hwm, 2 * MIN_UP_FRONT_COST), MAX_HWM)
-        x[_Filter.R] = min(max(x[_Filter.R], MIN_OUTFLOW), MAX_OUTFLOW)
         x[_Filter.U] = min(max(x[_Filter.U], MIN_UP_FRONT_COST), self._hwm)
         x[_Filter.D] = min(max(x[_Filter.D], -MAX_HWM), 2 * MAX_HWM)
         for slot in self._slots.values():

@@ -29,10 +29,11 @@ from resilient_canvas._http import (
     redact_url,
 )
 from resilient_canvas._links import parse_links
-from resilient_canvas._policy import RetryBudget, RetryPolicy, Seconds
+from resilient_canvas._policy import RetryPolicy, Seconds
+from resilient_canvas._registry import budget_for, throttle_for
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
 from resilient_canvas._secret import AccessToken
-from resilient_canvas._throttle import Observation, Throttle, throttle_for
+from resilient_canvas._throttle import Observation, Throttle
 from resilient_canvas.exceptions import (
     CanvasException,
     InvalidResponse,
@@ -224,15 +225,14 @@ class CanvasClient:
         self._token = token
         self.fingerprint = token.fingerprint
         self.policy = policy or RetryPolicy()
-        budget = RetryBudget(self.policy.budget)
         self.throttle = (
-            throttle_for(base, token.reveal(), redis_url=redis_url, budget=budget)
+            throttle_for(base, token.reveal(), redis_url=redis_url)
             if throttle == "shared"
             else throttle
         )
-        #: Shared by every call of this client (the throttle's, when there is one),
-        #: so an outage cannot turn into a retry storm.
-        self.budget = self.throttle.budget if self.throttle else budget
+        #: Shared by every client of this token on this Canvas, so an outage
+        #: cannot turn into a retry storm.
+        self.budget = budget_for(base, token.reveal(), self.policy.budget)
         #: The origin's circuit breaker: holds calls while Canvas is down.
         self.breaker = breaker_for(self._origin, clock=clock) if breaker == "shared" else breaker
         self.per_page = per_page

@@ -119,6 +119,11 @@ def throttle_degraded(**fields: Any) -> None:
     logger.warning(THROTTLE_DEGRADED, **_redacted(fields))
 
 
+def throttle_event(event: str, *, level: str = "info", **fields: Any) -> None:
+    """Log an event of the bucket model (``canvas.throttle_*``) at *level*."""
+    getattr(logger, level)(event, **_redacted(fields))
+
+
 def circuit_changed(event: str, **fields: Any) -> None:
     """Log a circuit breaker's change of state: opened and half-open warn, closed informs."""
     if event == CIRCUIT_CLOSED:

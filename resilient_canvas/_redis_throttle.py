@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from resilient_canvas import _logging
-from resilient_canvas._policy import RetryBudget
-from resilient_canvas._throttle import Observation, Permit, Throttle, ThrottleConfig
+from resilient_canvas._bucket_model import Observation, Permit, ThrottleConfig
+from resilient_canvas._throttle import Throttle
 
 try:
     from redis import asyncio as redis_asyncio
@@ -143,7 +143,6 @@ class RedisThrottle(Throttle):
         clock: None uses Redis's clock (right across machines); inject one
             only in tests, together with *sleep*.
         sleep: How waits pass.
-        budget: The retry budget of calls paced by this throttle.
 
     Raises:
         RuntimeError: If the ``redis`` package is not installed
@@ -159,7 +158,6 @@ class RedisThrottle(Throttle):
         lease_ttl: float = 120.0,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        budget: RetryBudget | None = None,
         redis_client: Any = None,
     ) -> None:
         if not HAVE_REDIS and redis_client is None:
@@ -168,9 +166,7 @@ class RedisThrottle(Throttle):
             )
         if lease_ttl <= 0:
             raise ValueError("lease_ttl must be positive.")
-        super().__init__(
-            config, clock=clock or time.monotonic, sleep=sleep, budget=budget, name=key
-        )
+        super().__init__(config, clock=clock or time.monotonic, sleep=sleep, name=key)
         self._injected_clock = clock
         self._redis = redis_client or redis_asyncio.Redis.from_url(
             url, socket_timeout=2.0, socket_connect_timeout=2.0
@@ -241,7 +237,7 @@ class RedisThrottle(Throttle):
                 lease,
                 self._lease_ttl,
                 self.config.max_in_flight,
-                self._predicted_cost(route),
+                self.model.up_front_for(route) - self.up_front_cost,
             ]
             try:
                 admitted, value = await self._acquire_script(keys=self._keys, args=args)
@@ -265,7 +261,7 @@ class RedisThrottle(Throttle):
             "" if remaining is None else repr(remaining),
             "" if cost is None else repr(cost),
             "1" if observation is not None and observation.throttled else "0",
-            self._transit,
+            2 * self.model.estimate(self._now()).one_way_delay_s,
         ]
         try:
             await self._settle_script(keys=self._keys, args=args)

@@ -330,7 +330,7 @@ async def _call_with_retries(
 ) -> T:
     resolved = policy or DEFAULT_POLICY
     call_info = info or CallInfo()
-    shared_budget = budget or (throttle.budget if throttle else RetryBudget(resolved.budget))
+    shared_budget = budget or RetryBudget(resolved.budget)
     started = clock()
     total = seconds(resolved.deadline)
     per_attempt = seconds(resolved.attempt_timeout)
@@ -543,9 +543,7 @@ def resilient(
     def decorate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"@resilient needs a coroutine function, not {fn!r}.")
-        shared_budget = budget or (
-            throttle.budget if throttle else RetryBudget((policy or DEFAULT_POLICY).budget)
-        )
+        shared_budget = budget or (RetryBudget((policy or DEFAULT_POLICY).budget))
         info = CallInfo(idempotent=idempotent, label=getattr(fn, "__qualname__", repr(fn)))
 
         @functools.wraps(fn)

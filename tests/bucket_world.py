@@ -69,9 +69,9 @@ class World:
     def _arrive(self, permit: Permit, retry: Callable[[], None]) -> None:
         up = self._up_front(permit.route)
         bucket = self.bucket
-        bucket._increment(up)  # noqa: SLF001 - a per-path reservation
+        bucket._increment(up)
         if bucket.count >= self.settings.hwm:
-            bucket._increment(-up)  # noqa: SLF001
+            bucket._increment(-up)
             observation = Observation(remaining=bucket.remaining, throttled=True)
             self.throttled += 1
             self._at(
@@ -81,7 +81,7 @@ class World:
         seconds, cost = self.service(self.rng), self.cost(self.rng)
 
         def settle() -> None:
-            bucket._increment(cost - up)  # noqa: SLF001
+            bucket._increment(cost - up)
             observation = Observation(remaining=bucket.remaining, cost=cost)
             self._at(self.clock.now + self.one_way, lambda: self._answer(permit, observation, None))
 
