@@ -487,11 +487,17 @@ class BucketModel:
         if self._anchor is None:
             return 0.0 if n < self.config.headerless_in_flight else math.inf
         free, doubt = self._free(now, route)
-        if free - self._safety(doubt) >= 0 or self._may_probe(free):
+        shortfall = self._safety(doubt) - free
+        # Canvas refuses at count >= hwm: room exactly zero is no room.
+        if shortfall < 0 or self._may_probe(free):
             return 0.0
-        # The leak makes room in this time; a request ending may do it sooner.
-        # Canvas refuses at count >= hwm, so exactly at the edge still waits a little.
-        return max(self._safety(doubt) - free, 0.01) / self.outflow
+        # The leak makes room, but only until the count is zero; past that
+        # only a request ending does. Nothing in flight and nothing left to
+        # leak: one request always fits an empty bucket, however unsure we are.
+        leak_left = max(self._hwm, self._anchor) - self._remaining_now(now)
+        if leak_left <= 0:
+            return math.inf if n else 0.0
+        return max(min(shortfall, leak_left), 0.01) / self.outflow
 
     def admit(self, now: float, route: str | None = None, lease: str | None = None) -> Permit:
         """Record a request starting now (call when ``delay()`` said 0)."""
@@ -519,7 +525,11 @@ class BucketModel:
             return self._pause_until - now
         if self._anchor is None:
             return 0.0
+        # Requests in flight give their reservations back when they end.
         free = self._remaining_now(now) - self.up_front_cost
+        for permit in self._active:
+            if id(permit) in self._anchor_set:
+                free += self.up_front_for(permit.route) - (self._stats_of(permit.route).cost or 0.0)
         return max(0.0, self.config.margin - free) / self.outflow
 
     # ------------------------------------------------------------- settlement
@@ -548,7 +558,7 @@ class BucketModel:
         if not self._plausible_remaining(remaining):
             return
         sure, maybe = self._at_server(permit, now)
-        self._learn_hwm(permit, remaining, cost, sure, maybe, now)
+        self._learn_hwm(permit, remaining, None if throttled else (cost or 0.0), sure, maybe, now)
         if self._learn:
             self._observe(remaining, None if throttled else (cost or 0.0), sure, maybe, now)
         # The anchor: what admission extrapolates from until the next answer.
@@ -597,9 +607,8 @@ class BucketModel:
         else:
             free, doubt = self._free(now, None)
             room = free - self._safety(doubt)
-            limit = len(self._active) + max(
-                -len(self._active), math.floor(room / self.up_front_cost) + 1
-            )
+            more = math.ceil(room / self.up_front_cost) if room > 0 else 0
+            limit = len(self._active) + more
         if self._cap is not None:
             limit = min(limit, int(self._cap))
         return max(0, min(limit, c.max_in_flight))
@@ -687,7 +696,10 @@ class BucketModel:
         h: dict[int, float] = {_Filter.U: 1.0}
         if slot >= 0:
             h[slot] = 1.0
-        variance = self._outflow.var * (now - self._anchor_at) ** 2
+        # The leak's doubt grows with time, but only until the count is zero.
+        cap = max(self._hwm, self._anchor or 0.0)
+        leaking = min(now - self._anchor_at, max(0.0, cap - (self._anchor or 0.0)) / self.outflow)
+        variance = self._outflow.var * leaking**2
         round_trip = 2 * self._one_way
         anchored = self._anchor_set
         for permit in self._active:
@@ -818,7 +830,10 @@ class BucketModel:
         doubtful: list[Permit] = []
         for permit in self._active:
             elapsed = now - permit.admitted_at
-            if elapsed >= sure_after or permit.admitted_at <= answered.admitted_at:
+            # Sent before the answered one, by a margin: two requests sent at
+            # once may reach Canvas in either order.
+            sent_before = permit.admitted_at <= answered.admitted_at - _SEND_LAG_S
+            if elapsed >= sure_after or sent_before:
                 at_server.append(permit)
             else:
                 # The delay we know is only an upper bound: even a request
@@ -840,7 +855,12 @@ class BucketModel:
             return
         if remaining > self._hwm:
             self._hwm = remaining
-        if self._drained_at is None or maybe:
+        if cost is None:
+            # Throttled: the count was anything but zero.
+            self._drained_at = None
+        sure_after = 4 * self._one_way + _SEND_LAG_S
+        if self._drained_at is None or maybe or any(now - p.admitted_at < sure_after for p in sure):
+            # Only requests known to hold their reservation may be added back.
             return
         answered_at = now - self._one_way
         self._charged_since_drain += cost or 0.0
@@ -853,8 +873,13 @@ class BucketModel:
         reserved = sum(self.up_front_for(p.route) for p in sure)
         leaked = self.outflow * max(0.0, answered_at - self._drained_at)
         sample = remaining + reserved + max(0.0, self._charged_since_drain - leaked)
-        self._hwm += 0.5 * (sample - self._hwm)
-        self._hwm_sd = max(1.0, 0.5 * self._hwm_sd)
+        # As sure as the reservations added back are known.
+        h = self._reserved_vector(sure)
+        noise = self._filter.variance(h) + _PAIR_VAR
+        variance = self._hwm_sd**2
+        gain = variance / (variance + noise)
+        self._hwm += gain * (sample - self._hwm)
+        self._hwm_sd = max(1.0, math.sqrt((1 - gain) * variance))
         self._clamp()
 
     def _observe(
@@ -886,11 +911,9 @@ class BucketModel:
         u = self.up_front_cost
         noise = _MEASUREMENT_VAR + _COUNT_DOUBT * u * u
         if maybe:
-            # Some of ours may or may not have reached Canvas, or the count is
-            # so low that it may have been clamped at zero (where eq. 2 stops
-            # holding): whatever we assumed would bias the parameters. Keep
-            # only the headroom.
-            f.forget(_Filter.D, remaining - f.value({**h, _Filter.D: 0.0}) + len(maybe) * u)
+            # Some of ours may or may not have reached Canvas: whatever we
+            # assumed would bias the parameters. The headroom follows eq. (2)
+            # without this answer; the next clean one measures it.
             return
         innovation = remaining - f.value(h)
         spread = f.variance(h) + noise
