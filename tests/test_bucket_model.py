@@ -162,7 +162,7 @@ def test_a_consistent_surprise_is_believed() -> None:
 
 
 def test_headerless_throttle_cuts_once_and_recovers_on_successes() -> None:
-    """r1: without quota headers one congestion event halves concurrency once; successes restore it."""
+    """r1: without quota headers a congestion event halves concurrency once; successes undo it."""
     model = BucketModel(ThrottleConfig(headerless_in_flight=8), now=0.0)
     permits = [model.admit(0.0) for _ in range(8)]
     model.settle(permits[0], Observation(throttled=True), 0.1)
