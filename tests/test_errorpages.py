@@ -178,11 +178,19 @@ def test_exception_headers_go_on_the_result(
         ("text/html;q=0.5,text/plain;q=0.9", "", TextRenderer),
         ("text/*", "", TextRenderer),
         ("image/png", "", TextRenderer),
-        ("application/json;q=0", "", TextRenderer),
+        # As in Sanic 25.12: q=0 still matches, only after every other entry.
+        ("application/json;q=0", "", JSONRenderer),
+        # A JSON body does not override an Accept that names only HTML or text.
+        ("text/html", "application/json", HTMLRenderer),
+        ("text/plain", "application/json", TextRenderer),
+        # Equal quality: our preference (text, JSON, HTML) beats the header's order.
+        ("text/html,text/plain", "", TextRenderer),
+        # A header Sanic refuses accepts nothing: the base renderer answers.
+        ("a/b;q=high", "", TextRenderer),
     ],
 )
 def test_auto_format_choice(accept: str, content_type: str, expected: type) -> None:
-    """ "auto" picks JSON when Accept names it or the body is JSON, else the best match."""
+    """ "auto" picks JSON when Accept allows it and names it or the body is JSON, else the best."""
     headers = {k: v for k, v in (("Accept", accept), ("Content-Type", content_type)) if v}
     page = exception_response(FakeRequest(headers=headers), exc.NotFound(), False)
 
@@ -193,8 +201,8 @@ def test_auto_format_choice(accept: str, content_type: str, expected: type) -> N
     ("name", "renderer"), [("html", HTMLRenderer), ("json", JSONRenderer), ("text", TextRenderer)]
 )
 def test_named_fallback_forces_the_format(name: str, renderer: type) -> None:
-    """A named fallback wins over the request's headers."""
-    request = FakeRequest(headers={"Accept": "application/json"})
+    """A named fallback wins over a JSON body and over an Accept that allows it."""
+    request = FakeRequest(headers={"Accept": "*/*", "Content-Type": "application/json"})
 
     assert (
         renderer.content_type
@@ -202,10 +210,24 @@ def test_named_fallback_forces_the_format(name: str, renderer: type) -> None:
     )
 
 
-def test_unknown_format_is_refused() -> None:
-    """Any other fallback raises "Unknown format"."""
-    with pytest.raises(ValueError, match="Unknown format: yaml"):
-        exception_response(FakeRequest(), exc.NotFound(), False, fallback="yaml")
+@pytest.mark.parametrize("accept", ["application/json", "text/plain", ""])
+def test_forced_html_falls_back_when_accept_excludes_it(accept: str) -> None:
+    """A forced format the client does not accept gives the base renderer, as in Sanic."""
+    request = FakeRequest(headers={"Accept": accept})
+
+    page = exception_response(request, exc.NotFound(), False, fallback="html")
+
+    assert TextRenderer.content_type == page.content_type
+
+
+@pytest.mark.parametrize("where", ["exception_response", "error_middleware"])
+def test_unknown_format_is_refused(where: str) -> None:
+    """Any other fallback raises "Unknown format" as our base exception, as Sanic does."""
+    with pytest.raises(exc.CanvasException, match="Unknown format: yaml"):
+        if where == "exception_response":
+            exception_response(FakeRequest(), exc.NotFound(), False, fallback="yaml")
+        else:
+            error_middleware(fallback="yaml")
 
 
 @pytest.mark.parametrize("debug", [True, False])

@@ -75,22 +75,6 @@ CANVAS_ERRORS = [
         id="not-permitted",
     ),
     pytest.param(
-        403,
-        {"Content-Type": "text/plain; charset=utf-8", "X-Rate-Limit-Remaining": "-12.5"},
-        b"403 Forbidden (Rate Limit Exceeded)\n",
-        exc.RateLimitExceeded,
-        "Rate Limit Exceeded",
-        id="legacy-throttle",
-    ),
-    pytest.param(
-        429,
-        {"X-Rate-Limit-Remaining": "35.2"},
-        b"429 Too Many Requests (Rate Limit Exceeded)\n",
-        exc.RateLimitExceeded,
-        "Rate Limit Exceeded",
-        id="throttle-429",
-    ),
-    pytest.param(
         404,
         JSON,
         _body(
@@ -222,6 +206,72 @@ def test_canvas_error_bodies_classify(
     assert said in error.message
     assert str(error) == error.message
     assert error.message.startswith("GET https://c.test/api/v1/x failed with")
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "expected"),
+    [
+        pytest.param(
+            403,
+            {"Content-Type": "text/plain; charset=utf-8", "X-Rate-Limit-Remaining": "-12.5"},
+            b"403 Forbidden (Rate Limit Exceeded)\n",
+            "Rate Limit Exceeded. X-Rate-Limit-Remaining: -12.5",
+            id="legacy-throttle",
+        ),
+        pytest.param(
+            429,
+            {"X-Rate-Limit-Remaining": "35.2"},
+            b"429 Too Many Requests (Rate Limit Exceeded)\n",
+            "Rate Limit Exceeded. X-Rate-Limit-Remaining: 35.2",
+            id="throttle-429",
+        ),
+        pytest.param(
+            429, {}, b"", "Rate Limit Exceeded. X-Rate-Limit-Remaining: Unknown", id="no-header"
+        ),
+        pytest.param(
+            429,
+            {"X-Rate-Limit-Remaining": "9" * 5000},
+            b"",
+            "Rate Limit Exceeded. X-Rate-Limit-Remaining: " + "9" * 64,
+            id="huge-header",
+        ),
+    ],
+)
+def test_throttles_carry_canvasapis_message(
+    status: int, headers: dict[str, str], body: bytes, expected: str
+) -> None:
+    """A throttle's message is the CanvasAPI client's, the header's text as sent (bounded)."""
+    error = classify_response(status, headers, body, method="GET", url="https://c.test/api/v1/x")
+
+    assert exc.RateLimitExceeded is type(error)
+    assert (expected, expected) == (error.message, str(error))
+    assert (status, "GET", "https://c.test/api/v1/x") == (error.status_code, error.method, error.url)
+
+
+def test_rate_limit_exceeded_is_not_forbidden() -> None:
+    """except Forbidden: (skipping what the user may not see) does not swallow a throttle."""
+    throttle = classify_response(403, {}, b"403 Forbidden (Rate Limit Exceeded)\n")
+
+    assert not isinstance(throttle, exc.Forbidden)
+    assert isinstance(throttle, exc.HTTPException)
+    assert (429, True) == (exc.RateLimitExceeded().status_code, exc.RateLimitExceeded().quiet)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'"Not allowed here."', "Canvas said: Not allowed here."),
+        (b"Not allowed here.", "Canvas said: Not allowed here."),
+        (b'{"errors":[{"message":"say \\"hi\\""}]}', 'Canvas said: say "hi"'),
+    ],
+    ids=["json-string", "plain-text", "quoting-message"],
+)
+def test_body_text_is_not_wrapped_in_quotes(body: bytes, expected: str) -> None:
+    """Canvas's words follow as they are: a JSON string body is its text, no doubled quotes."""
+    error = classify_response(403, {}, body, method="GET", url="https://c.test/api/v1/x")
+
+    assert error.message.endswith(expected)
+    assert '""' not in error.message
 
 
 STATUS_TABLE = [
