@@ -408,9 +408,7 @@ def _accept_list(accept: str | None) -> list[_MediaRange]:
     except ValueError:
         return []
     # Stable: entries Sanic ranks equal keep the header's order.
-    return sorted(
-        ranges, key=lambda m: (-m.q, -m.params, m.subtype == "*", m.type == "*")
-    )
+    return sorted(ranges, key=lambda m: (-m.q, -m.params, m.subtype == "*", m.type == "*"))
 
 
 def _match(accepted: list[_MediaRange], mimes: list[str]) -> str | None:
