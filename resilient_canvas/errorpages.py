@@ -545,12 +545,8 @@ def error_middleware(
             if not (catch_all or isinstance(error, CanvasException)):
                 raise
             page = exception_response(request, error, debug, fallback)
-            return web.Response(
-                status=page.status,
-                headers=page.headers,
-                body=page.body_bytes,
-                content_type=page.content_type.split(";")[0],
-                charset="utf-8",
-            )
+            # The renderer's Content-Type as it is (JSON without a charset, as Sanic sends it).
+            headers = {**page.headers, "Content-Type": page.content_type}
+            return web.Response(status=page.status, headers=headers, body=page.body_bytes)
 
     return middleware
