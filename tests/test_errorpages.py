@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from bs4 import BeautifulSoup
 
 from resilient_canvas import exceptions as exc
 from resilient_canvas.errorpages import (
@@ -26,8 +27,9 @@ from resilient_canvas.exceptions import classify_response
 
 @dataclass
 class FakeRequest:
-    """The smallest request: a path, query args and headers."""
+    """The smallest request: a method, a path, query args and headers."""
 
+    method: str = "POST"
     path: str = "/lti/launch"
     args: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
@@ -128,6 +130,70 @@ def test_json_minimal_and_full_keys() -> None:
     } == set(full)
     assert ({"b": 2}, "/lti/launch", {"page": ["2"]}) == (full["extra"], full["path"], full["args"])
     assert "Forbidden" == full["exceptions"][0]["type"]
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_html_context_is_a_definition_list_of_plain_values(debug: bool) -> None:
+    """Context goes in <dl id="exception-context">, each value as text, not as JSON."""
+    error = exc.NotFound("No such course.", context={"course": "BIO 101", "ids": [1, 2]})
+
+    page = exception_response(FakeRequest(), error, debug, renderer=HTMLRenderer)
+
+    soup = BeautifulSoup(page.body, "html.parser")
+    (table,) = soup.find_all("dl", {"id": "exception-context"})
+    assert ["course: ", "ids: "] == [dt.text for dt in table.find_all("dt")]
+    assert ["BIO 101", "[1, 2]"] == [dd.text for dd in table.find_all("dd")]
+    assert "No such course." == soup.find("p").text
+
+
+def test_html_debug_page_names_the_request_and_each_exception_of_the_chain() -> None:
+    """Debug HTML has an <h2> "<method> <path>" and one <h3> per exception, oldest first."""
+    try:
+        try:
+            raise ConnectionResetError("peer reset")
+        except ConnectionResetError as cause:
+            raise exc.ServerError("Canvas broke.") from cause
+    except exc.ServerError as error:
+        page = exception_response(FakeRequest(), error, True, renderer=HTMLRenderer)
+
+    soup = BeautifulSoup(page.body, "html.parser")
+    assert "POST /lti/launch" in [h2.text for h2 in soup.find_all("h2")]
+    assert ["ConnectionResetError: peer reset", "ServerError: Canvas broke."] == [
+        h3.text for h3 in soup.find_all("h3")
+    ]
+
+
+def test_html_minimal_page_has_no_details() -> None:
+    """Outside debug the HTML page has no request heading, exceptions or extra."""
+    error = exc.ServerError("Canvas broke.", extra={"request_id": "req-42"})
+
+    soup = BeautifulSoup(
+        exception_response(FakeRequest(), error, False, renderer=HTMLRenderer).body,
+        "html.parser",
+    )
+
+    assert ([], [], None) == (
+        soup.find_all("h3"),
+        soup.find_all("details"),
+        soup.find("dl", {"id": "exception-extra"}),
+    )
+
+
+@pytest.mark.parametrize("renderer", RENDERERS)
+def test_a_computed_message_renders_its_page(renderer: type) -> None:
+    """A subclass whose message is a property gets its own page, not a 500."""
+
+    class Teapot(exc.CanvasException):
+        status_code = 418
+
+        @property
+        def message(self) -> str:  # type: ignore[override]
+            return f"Found {self.extra['foo']}"
+
+    page = exception_response(FakeRequest(), Teapot(extra={"foo": "bar"}), False, renderer=renderer)
+
+    assert 418 == page.status
+    assert "Found bar" in page.body
 
 
 def test_foreign_exception_apology_outside_debug() -> None:

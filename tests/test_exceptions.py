@@ -451,6 +451,45 @@ def test_class_message_wins_over_phrase() -> None:
     assert "explicit" == Custom("explicit").message
 
 
+class _Computed(exc.HTTPException):
+    """A Sanic-style subclass: the message is a read-only property."""
+
+    status_code = 418
+
+    @property
+    def message(self) -> str:  # type: ignore[override]
+        return f"Brewing {self.context['drink']} for {self.extra['who']}"
+
+
+def test_message_may_be_a_property() -> None:
+    """A read-only message property is computed from context and extra, not assigned."""
+    error = _Computed(context={"drink": "tea"}, extra={"who": "Bearer abcdefghijklmnop"})
+
+    assert "Brewing tea for Bearer [redacted]" == str(error)
+    assert "Brewing tea for Bearer abcdefghijklmnop" == error.message
+    assert 418 == error.status_code
+
+
+def test_explicit_message_beats_a_message_property() -> None:
+    """As in Sanic, str() is the message given to the constructor."""
+    error = _Computed("Out of tea.", context={"drink": "tea"}, extra={"who": "Ann"})
+
+    assert "Out of tea." == str(error)
+
+
+def test_computed_message_survives_redaction_and_pickling() -> None:
+    """The classifier's redaction and a round trip through pickle leave it working."""
+    import pickle
+
+    from resilient_canvas._errors import redact_error
+
+    error = _Computed("Out of tea.", context={"drink": "tea"}, extra={"who": "Ann"})
+    redact_error(error)
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes)
+
+    assert ("Out of tea.", "Brewing tea for Ann") == (str(copy), copy.message)
+
+
 def test_explicit_quiet_beats_class_default() -> None:
     """quiet=False on a quiet class and quiet=True on a loud one both win."""
     assert exc.NotFound().quiet is True
