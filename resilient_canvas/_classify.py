@@ -82,7 +82,6 @@ _CAUSES: dict[type[CanvasException], str] = {
     InvalidAccessToken: "the access token is invalid, expired or revoked",
     Unauthorized: "the access token lacks the scope or the permission for this action",
     Forbidden: "the user behind the access token is not allowed to do this",
-    RateLimitExceeded: "Canvas is throttling this access token until its quota refills",
     ResourceDoesNotExist: "the resource does not exist, or the token's user cannot see it",
     MethodNotAllowed: "this endpoint does not accept this HTTP method",
     RequestTimeout: "the server gave up waiting for the request",
@@ -178,7 +177,7 @@ def _classify(
     safe_url = redact_url(str(url)) if url is not None else None
     method_text = method.upper() if isinstance(method, str) else None
 
-    if cls is RateLimitExceeded:
+    if issubclass(cls, RateLimitExceeded):
         message = rate_limit_message(header_map.get("X-Rate-Limit-Remaining"))
     else:
         detail = _detail(text, parsed, view)
