@@ -1,7 +1,9 @@
 """Render any error as JSON, text or HTML: full for debugging, minimal for production.
 
 Modelled on Sanic's error pages, framework-neutral. :func:`exception_response`
-picks a format from the request's ``Accept`` and ``Content-Type``;
+picks a format from the request's ``Accept`` and ``Content-Type`` exactly as
+Sanic 25.12 does (:func:`guess_format`), and HTML pages keep Sanic's structure
+and ids;
 :func:`error_middleware` plugs it into aiohttp.web. What we add to Sanic's
 model: ``extra`` and tracebacks never appear in minimal output, and no access
 token appears in any output or header, debug included (every live token's exact
@@ -532,6 +534,9 @@ def error_middleware(
         fallback: As for :func:`exception_response`.
         catch_all: Also render every other ``Exception`` (500, apology text
             outside debug) instead of letting aiohttp handle it.
+
+    Raises:
+        CanvasException: ``Unknown format: <name>`` for an unknown *fallback*.
     """
     _check_format(fallback)
 
