@@ -8,6 +8,7 @@ It imports nothing that does I/O.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -60,6 +61,13 @@ class CanvasException(Exception):
     ) -> None:
         if status_code is not None:
             self.status_code = status_code
+        # Set before the message: a subclass may compute ``message`` in a
+        # property from ``context`` or ``extra``, as Sanic allows.
+        self.context: dict[str, Any] = dict(context or {})
+        self.extra: dict[str, Any] = dict(extra or {})
+        # A fresh dict per instance: Sanic's shared class-level dict leaks
+        # headers from one error into the next.
+        self.headers: dict[str, str] = dict(headers or {})
         self.errors: Any = None
         self.error_report_id: int | str | None = None
         if isinstance(message, Mapping):
@@ -67,20 +75,17 @@ class CanvasException(Exception):
             self.error_report_id = message.get("error_report_id")
             message = describe_canvas_body(message) or None
         if message is None:
-            message = type(self).message or status_phrase(self.status_code)
+            # The instance's value: a class attribute or a subclass's property.
+            message = self.message or status_phrase(self.status_code)
         elif isinstance(message, bytes):
             message = message.decode("utf-8", errors="replace")
         # Messages are often made from server data, which may echo the token.
-        message = redact(message)
+        message = redact(str(message))
         super().__init__(message)
-        self.message: str = message
+        if not _message_is_computed(self):
+            self.message = message
         if quiet is not None:
             self.quiet = quiet
-        self.context: dict[str, Any] = dict(context or {})
-        self.extra: dict[str, Any] = dict(extra or {})
-        # A fresh dict per instance: Sanic's shared class-level dict leaks
-        # headers from one error into the next.
-        self.headers: dict[str, str] = dict(headers or {})
         self.method = method.upper() if method else None
         self.url = redact_url(url)
         self.retry_after: float | None = None
@@ -97,7 +102,9 @@ class CanvasException(Exception):
 
     def __str__(self) -> str:
         # Redacted again: ``message`` is a plain attribute that anyone may set.
-        return redact(self.message)
+        # A computed message gives way to one passed explicitly, as in Sanic,
+        # where ``str()`` is the constructor's argument.
+        return redact(str(self.args[0] if _message_is_computed(self) else self.message))
 
     def __repr__(self) -> str:
         parts = [repr(self.message)]
@@ -123,6 +130,12 @@ class CanvasException(Exception):
         return self.reason_name
 
 
+def _message_is_computed(error: CanvasException) -> bool:
+    """Whether a subclass computes ``message`` in a read-only property."""
+    attribute = inspect.getattr_static(type(error), "message", None)
+    return isinstance(attribute, property) and attribute.fset is None
+
+
 def redact_error(error: CanvasException) -> None:
     """Redact, in place, every text of *error* that may hold server data.
 
@@ -131,7 +144,8 @@ def redact_error(error: CanvasException) -> None:
     ``context``, ``errors`` and ``headers`` are filled in afterwards, often
     from the response body and headers.
     """
-    error.message = redact(error.message)
+    if not _message_is_computed(error):
+        error.message = redact(error.message)
     error.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in error.args)
     error.extra = redact_data(error.extra)
     error.context = redact_data(error.context)
@@ -255,13 +269,21 @@ class Forbidden(HTTPException):
     reason_name = "forbidden"
 
 
-class RateLimitExceeded(Forbidden):
+class RateLimitExceeded(HTTPException):
     """Canvas throttled the token (429, or a legacy 403 "Rate Limit Exceeded").
 
     Canvas refuses a throttled request before it reaches the application, so it
-    is safe to repeat whatever the method.
+    is safe to repeat whatever the method. The message is the CanvasAPI
+    client's: ``Rate Limit Exceeded. X-Rate-Limit-Remaining: <value or Unknown>``.
+
+    Not a :class:`Forbidden`, although Canvas once sent throttles as 403s (and
+    the CanvasAPI client derives it from ``Forbidden``): ``except Forbidden:``
+    written to skip what the user may not see must not swallow a throttle
+    that outlasted the retries.
     """
 
+    status_code = 429
+    quiet = True
     transient = True
     certainly_not_applied = True
     reason_name = "throttled"

@@ -11,7 +11,7 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   ├── Unauthorized                  401 without WWW-Authenticate: scope or permission
     │   │   └── InvalidAccessToken        401 with WWW-Authenticate: bad, expired or revoked token
     │   ├── Forbidden                     403: permission denied
-    │   │   └── RateLimitExceeded         429, or legacy 403 "Rate Limit Exceeded"
+    │   ├── RateLimitExceeded             429, or legacy 403 "Rate Limit Exceeded" (not a Forbidden)
     │   ├── ResourceDoesNotExist          404 (alias NotFound)
     │   │   └── FileNotFound
     │   ├── MethodNotAllowed              405 (alias MethodNotSupported)
