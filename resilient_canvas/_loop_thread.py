@@ -19,7 +19,6 @@ import atexit
 import concurrent.futures
 import os
 import threading
-import weakref
 from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
 
@@ -44,10 +43,12 @@ class LoopThread:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        #: Async clients to close before the loop stops (weakly held: a
-        #: collected client was closed or warned about by its own __del__).
-        self._clients: weakref.WeakSet[_Closable] = weakref.WeakSet()
+        #: Open async clients, to close before the loop stops. Held strongly:
+        #: a blocking client collected in a garbage cycle closes its async
+        #: client from its destructor, which must not be in that garbage too.
+        self._clients: set[_Closable] = set()
         self._atexit_registered = False
+        self._detached: set[concurrent.futures.Future[Any]] = set()
 
     @property
     def running(self) -> bool:
@@ -63,6 +64,10 @@ class LoopThread:
     def track(self, client: _Closable) -> None:
         """Close *client* before the loop stops, if it is still open then."""
         self._clients.add(client)
+
+    def untrack(self, client: _Closable) -> None:
+        """Forget *client*: it is closed, or was never opened."""
+        self._clients.discard(client)
 
     def loop(self) -> asyncio.AbstractEventLoop:
         """The running loop, started on first use."""
@@ -132,9 +137,14 @@ class LoopThread:
             coro.close()
             return
         try:
-            asyncio.run_coroutine_threadsafe(coro, loop)
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
         except RuntimeError:  # the loop stopped meanwhile (interpreter exit)
             coro.close()
+            return
+        # The loop holds tasks weakly: one started from a destructor would be
+        # collected with the garbage it is closing, mid-way.
+        self._detached.add(future)
+        future.add_done_callback(self._detached.discard)
 
     def stop(self) -> None:
         """Close the tracked clients, stop the loop and join its thread. Safe to call twice."""
@@ -144,7 +154,7 @@ class LoopThread:
         if loop is None or thread is None or not thread.is_alive():
             return
         clients = list(self._clients)
-        self._clients = weakref.WeakSet()
+        self._clients = set()
         try:
             future = asyncio.run_coroutine_threadsafe(_wind_down(clients), loop)
             future.result(timeout=_STOP_TIMEOUT)
@@ -164,7 +174,7 @@ class LoopThread:
             _ABANDONED.append(self._loop)
         self._loop = self._thread = None
         _ABANDONED.extend(self._clients)
-        self._clients = weakref.WeakSet()
+        self._clients = set()
 
 
 #: Objects inherited from the parent through fork, deliberately never finalized.

@@ -38,7 +38,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 try:
@@ -167,10 +167,15 @@ def install(
         max_body_size=max_body_size,
         user_agent=f"python-canvasapi/{version} resilient-canvas",
     )
+    # A Canvas has no close(): its client closes when it is collected, or at exit.
+    client._close_when_collected = True
     bridge = _BridgeSession(client, requester.access_token)
     replaced, requester._session = requester._session, bridge
     replaced.close()
-    requester.request = _keeping_cause(requester.request, bridge)
+    # A subclass, not a wrapper stored on the instance: that would be a
+    # reference cycle, and a Canvas collected as garbage must close its
+    # client from the client's destructor, outside the cycle.
+    requester.__class__ = _resilient_class(type(requester))
     return canvas
 
 
@@ -259,15 +264,17 @@ class _BridgeSession(requests.Session):
         super().close()
 
 
-def _keeping_cause(
-    request: Callable[..., requests.Response], bridge: _BridgeSession
-) -> Callable[..., requests.Response]:
-    """Wrap ``Requester.request`` so canvasapi's exception carries our classified error."""
+class _KeepsCause:
+    """Mixed into canvasapi's Requester: its exceptions carry our classified error."""
 
-    def keeping_cause(*args: Any, **kwargs: Any) -> requests.Response:
+    _session: _BridgeSession
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        """canvasapi's ``Requester.request``; a canvasapi error gets our error as ``__cause__``."""
+        bridge = self._session
         bridge.take_error()
         try:
-            return request(*args, **kwargs)
+            response: requests.Response = super().request(*args, **kwargs)  # type: ignore[misc]
         except canvasapi_errors.CanvasException as exc:
             cause = bridge.take_error()
             if cause is not None and exc.__cause__ is None:
@@ -275,10 +282,21 @@ def _keeping_cause(
             raise
         finally:
             bridge.take_error()
+        return response
 
-    keeping_cause.__doc__ = request.__doc__
-    keeping_cause.__wrapped__ = request  # type: ignore[attr-defined]
-    return keeping_cause
+
+#: One subclass per Requester class seen (canvasapi's own, or a user's subclass).
+_RESILIENT_CLASSES: dict[type[Any], type[Any]] = {}
+
+
+def _resilient_class(requester_class: type[Any]) -> type[Any]:
+    if issubclass(requester_class, _KeepsCause):
+        return requester_class
+    made = _RESILIENT_CLASSES.get(requester_class)
+    if made is None:
+        name = f"Resilient{requester_class.__name__}"
+        made = _RESILIENT_CLASSES[requester_class] = type(name, (_KeepsCause, requester_class), {})
+    return made
 
 
 def _transport_error(error: ours.CanvasException) -> CanvasapiTransportError:

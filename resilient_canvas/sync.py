@@ -104,6 +104,10 @@ class CanvasClient:
         ValueError: If *base_url* is not an absolute http(s) URL or the token is empty.
     """
 
+    #: Close silently when collected: for owners with no close() of their own
+    #: (a canvasapi ``Canvas``), for whom an unclosed client is not a mistake.
+    _close_when_collected = False
+
     def __init__(
         self,
         base_url: str,
@@ -140,7 +144,6 @@ class CanvasClient:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._closed = False
-        LOOP.track(self._async)
 
     def __repr__(self) -> str:
         return repr(self._async).replace("CanvasClient(", "sync.CanvasClient(", 1)
@@ -200,26 +203,30 @@ class CanvasClient:
             self._closed = True
         inner = self._async
         if inner.state is not ClientState.OPENED or os.getpid() != self._pid:
+            LOOP.untrack(inner)
             return  # nothing was opened (in this process): nothing to close
         if LOOP.in_loop_thread():
-            LOOP.submit(inner.aclose())
+            LOOP.submit(_close_inner(inner))
         else:
-            LOOP.run(inner.aclose())
+            LOOP.run(_close_inner(inner))
 
     def __del__(self) -> None:
         inner = getattr(self, "_async", None)
-        if inner is None or getattr(self, "_closed", True) or inner.state is not ClientState.OPENED:
+        if inner is None or getattr(self, "_closed", True):
             return
-        if getattr(self, "_pid", None) != os.getpid():
+        if inner.state is not ClientState.OPENED or getattr(self, "_pid", None) != os.getpid():
+            LOOP.untrack(inner)
             return
-        warnings.warn(
-            f"{self!r} was never closed; use 'with' or call close().",
-            ResourceWarning,
-            stacklevel=1,
-        )
         # Closed on the loop, not here: a destructor may run on any thread,
-        # the loop's own included, and must not block.
-        LOOP.submit(inner.aclose())
+        # the loop's own included, and must not block. First, so that a
+        # warning turned into an error cannot prevent it.
+        LOOP.submit(_close_inner(inner))
+        if not self._close_when_collected:
+            warnings.warn(
+                f"{self!r} was never closed; use 'with' or call close().",
+                ResourceWarning,
+                stacklevel=1,
+            )
 
     # --------------------------------------------------------------- requests
 
@@ -474,13 +481,22 @@ class CanvasClient:
             _INHERITED.append(self._async)
             self._async = self._factory()
             self._pid = os.getpid()
-            LOOP.track(self._async)
 
     def _call(self, make: Callable[[_client.CanvasClient], Coroutine[Any, Any, T]]) -> T:
-        return LOOP.run(make(self._inner()))
+        inner = self._inner()
+        # Tracked from its first call (which opens it) until it is closed.
+        LOOP.track(inner)
+        return LOOP.run(make(inner))
 
     def _call_setup(self, make: Callable[[_client.CanvasClient], T]) -> T:
         return make(self._inner())
+
+
+async def _close_inner(inner: _client.CanvasClient) -> None:
+    try:
+        await inner.aclose()
+    finally:
+        LOOP.untrack(inner)
 
 
 #: Async clients inherited through fork, deliberately never finalized.
