@@ -389,7 +389,7 @@ class CanvasClient:
             InvalidResponse: A next link that cannot be followed, or a repeated page.
             CanvasException: A page failed and retrying stopped.
         """
-        batch = _page_size(params, per_page, self.per_page)
+        batch = _page_size(path, params, per_page, self.per_page)
         listing = self._call_setup(
             lambda client: client.paginate(
                 path,
@@ -503,17 +503,17 @@ async def _close_inner(inner: _client.CanvasClient) -> None:
 _INHERITED: list[_client.CanvasClient] = []
 
 
-def _page_size(params: Params | None, per_page: int | None, default: int) -> int:
+def _page_size(path: str | URL, params: Params | None, per_page: int | None, default: int) -> int:
     """Items handed over per step: one page's worth, as the listing was asked for."""
-    if per_page is not None:
-        return max(1, per_page)
-    pairs = params.items() if isinstance(params, Mapping) else (params or ())
+    pairs = list(params.items() if isinstance(params, Mapping) else (params or ()))
+    # The per_page the listing is asked with: in the path, in params, else the argument.
+    pairs = [*URL(str(path)).query.items(), *pairs, ("per_page", per_page or default)]
     for key, value in pairs:
         if key == "per_page":
             try:
                 return max(1, int(value))
             except (TypeError, ValueError):
-                break
+                continue
     return default
 
 

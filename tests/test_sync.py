@@ -436,3 +436,14 @@ def test_a_forked_child_gets_its_own_loop_and_connections() -> None:
     )
 
     assert ("", "0 103\n") == (result.stderr, result.stdout)
+
+
+def test_paginate_reads_one_page_per_step_with_per_page_in_the_path(
+    canvas: CanvasClient, sim: ThreadedSimulator
+) -> None:
+    """A per_page in the path sets how much is read per step, as per_page= does."""
+    listing = canvas.paginate("courses/101/enrollments?per_page=4")
+
+    first_four = [next(listing) for _ in range(4)]
+
+    assert (4, 1) == (len(first_four), sim.simulator.stats.requests)
