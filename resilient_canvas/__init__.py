@@ -25,6 +25,7 @@ from resilient_canvas._throttle import (
     close_throttles,
     throttle_for,
 )
+from resilient_canvas._version import __version__
 from resilient_canvas.exceptions import (
     BadGateway,
     BadRequest,
@@ -50,10 +51,9 @@ from resilient_canvas.exceptions import (
     TransportError,
     Unauthorized,
     UnprocessableEntity,
+    UserAgentRejected,
     classify_response,
 )
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "Attempt",
@@ -98,6 +98,7 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "UnprocessableEntity",
+    "UserAgentRejected",
     "__version__",
     "classify_response",
     "clear_throttles",

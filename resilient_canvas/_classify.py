@@ -34,6 +34,7 @@ from resilient_canvas._errors import (
     Unauthorized,
     UnprocessableEntity,
     URITooLong,
+    UserAgentRejected,
     describe_canvas_body,
     redact_error,
 )
@@ -47,6 +48,9 @@ _MAX_JSON_BODY_BYTES = 1_048_576
 MAX_DETAIL_CHARS = 300
 
 _RATE_LIMIT_MARKER = "rate limit exceeded"
+#: How Canvas words a refused User-Agent ("...not provided a valid user agent.");
+#: the exact wording may change, the words do not.
+_USER_AGENT_MARKERS = ("user agent", "user-agent", "useragent")
 
 
 def _decode_body(body: object) -> tuple[str, Any]:
@@ -79,6 +83,12 @@ _CAUSES: dict[type[CanvasException], str] = {
     BadRequest: "Canvas rejected the request as invalid",
     InvalidAccessToken: "the access token is invalid, expired or revoked",
     Unauthorized: "the access token lacks the scope or the permission for this action",
+    UserAgentRejected: (
+        "Canvas refuses requests without a valid User-Agent; resilient-canvas sends its "
+        "own, so a proxy or a session of yours replaced it, or Canvas blocks it: pass "
+        'user_agent="YourProduct/1.0 (you@example.edu)" to CanvasClient (or '
+        "--user-agent to the command line) to name your product and a contact"
+    ),
     Forbidden: "the user behind the access token is not allowed to do this",
     RateLimitExceeded: "Canvas is throttling this access token until its quota refills",
     ResourceDoesNotExist: "the resource does not exist, or the token's user cannot see it",
@@ -120,7 +130,7 @@ def _class_for(status: int, view: ResponseHeaders, text: str) -> type[HTTPExcept
     if status == 401:
         return InvalidAccessToken if view.www_authenticate else Unauthorized
     if status == 403:
-        return RateLimitExceeded if _RATE_LIMIT_MARKER in text.lower() else Forbidden
+        return _forbidden_kind(text.lower())
     if status in _BY_STATUS:
         return _BY_STATUS[status]
     if 400 <= status < 500:
@@ -128,6 +138,16 @@ def _class_for(status: int, view: ResponseHeaders, text: str) -> type[HTTPExcept
     if 500 <= status < 600:
         return ServerError
     return HTTPException
+
+
+def _forbidden_kind(text: str) -> type[Forbidden]:
+    """Tell Canvas's three 403s apart: the legacy throttle, the User-Agent, the rest."""
+    if _RATE_LIMIT_MARKER in text:
+        return RateLimitExceeded
+    if any(marker in text for marker in _USER_AGENT_MARKERS):
+        return UserAgentRejected
+    # A permission error, or a body we do not know: never retried.
+    return Forbidden
 
 
 def classify_response(

@@ -267,6 +267,17 @@ class RateLimitExceeded(Forbidden):
     reason_name = "throttled"
 
 
+class UserAgentRejected(Forbidden):
+    """403: Canvas refused the request for its missing or blocked User-Agent.
+
+    Hosted Canvas does so since January 2026. Repeating the request cannot
+    help: the client has to send a User-Agent naming its product and a
+    contact (``CanvasClient(..., user_agent="gradesync/2.1 (it@school.edu)")``).
+    """
+
+    reason_name = "user_agent_rejected"
+
+
 class ResourceDoesNotExist(HTTPException):
     """404: the resource does not exist, or the token's user cannot see it."""
 

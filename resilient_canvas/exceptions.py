@@ -11,7 +11,8 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   ├── Unauthorized                  401 without WWW-Authenticate: scope or permission
     │   │   └── InvalidAccessToken        401 with WWW-Authenticate: bad, expired or revoked token
     │   ├── Forbidden                     403: permission denied
-    │   │   └── RateLimitExceeded         429, or legacy 403 "Rate Limit Exceeded"
+    │   │   ├── RateLimitExceeded         429, or legacy 403 "Rate Limit Exceeded"
+    │   │   └── UserAgentRejected         403 for a missing or blocked User-Agent: not retried
     │   ├── ResourceDoesNotExist          404 (alias NotFound)
     │   │   └── FileNotFound
     │   ├── MethodNotAllowed              405 (alias MethodNotSupported)
@@ -105,6 +106,7 @@ from resilient_canvas._errors import (
     UnprocessableEntity,
     URITooLong,
     URLBuildError,
+    UserAgentRejected,
     describe_canvas_body,
 )
 from resilient_canvas._translate import AIOHTTP_EXCEPTION_MAP, UnderlyingError, from_aiohttp_error
@@ -154,6 +156,7 @@ __all__ = [
     "Unauthorized",
     "UnderlyingError",
     "UnprocessableEntity",
+    "UserAgentRejected",
     "classify_response",
     "describe_canvas_body",
     "from_aiohttp_error",

@@ -33,6 +33,7 @@ from resilient_canvas import (
     route_template,
 )
 from resilient_canvas import exceptions as exc
+from resilient_canvas._agent import DEFAULT_USER_AGENT
 from resilient_canvas.testing import (
     CanvasSimulator,
     DataSettings,
@@ -852,7 +853,7 @@ async def test_external_session_gets_user_agent_and_timeout(
             with pytest.raises(exc.ReadTimeout):
                 await asyncio.wait_for(client.get("hang"), 2)
 
-    assert "grade-sync/2.0" == seen["user_agent"]
+    assert f"grade-sync/2.0 {DEFAULT_USER_AGENT}" == seen["user_agent"]
 
 
 async def test_aclose_fails_calls_in_flight_with_a_canvas_exception(

@@ -186,6 +186,10 @@ class CanvasApp:
     async def _serve(
         self, request: web.Request, handler: Handler, fault: Fault | None
     ) -> web.StreamResponse:
+        # Refused at the edge, before the throttle: no Canvas headers.
+        refused = _refuse_user_agent(request, self.settings)
+        if refused is not None:
+            return refused
         # Load-balancer faults happen in front of Canvas: no Canvas headers.
         if fault is Fault.MAINTENANCE:
             return _html(503, "Canvas is down for scheduled maintenance")
@@ -251,6 +255,9 @@ class CanvasApp:
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError
+        if isinstance(response, web.Response) and _guards_json(request, response, self.settings):
+            body = response.body if isinstance(response.body, bytes) else b""
+            response.body = JSON_GUARD + body
         if fault is Fault.MALFORMED_JSON and isinstance(response, web.Response):
             body = response.body if isinstance(response.body, bytes) else b"{}"
             response.body = body[: max(1, len(body) // 2)]
@@ -599,6 +606,37 @@ def _token_of(request: web.Request) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return request.query.get("access_token") or None
+
+
+#: What Canvas puts in front of JSON for a client that did not ask for JSON.
+JSON_GUARD = b"while(1);"
+
+#: Hosted Canvas's answer to a request without a valid User-Agent (the wording
+#: Instructure announced; the exact text may differ).
+USER_AGENT_REFUSAL = {
+    "error": "Forbidden",
+    "message": "You are not authorized to access this site because you have not provided "
+    "a valid user agent.",
+}
+
+
+def _refuse_user_agent(request: web.Request, settings: SimulatorSettings) -> web.Response | None:
+    if not settings.require_user_agent:
+        return None
+    agent = request.headers.get("User-Agent", "").strip()
+    lowered = agent.lower()
+    if agent and not any(blocked.lower() in lowered for blocked in settings.blocked_user_agents):
+        return None
+    return web.json_response(USER_AGENT_REFUSAL, status=403)
+
+
+def _guards_json(request: web.Request, response: web.Response, settings: SimulatorSettings) -> bool:
+    if settings.json_guard == "never" or response.content_type != "application/json":
+        return False
+    if settings.json_guard == "always":
+        return True
+    accept = request.headers.get("Accept", "*/*").lower()
+    return "json" not in accept and "*/*" not in accept
 
 
 def _authenticate(
