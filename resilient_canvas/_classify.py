@@ -38,7 +38,13 @@ from resilient_canvas._errors import (
     describe_canvas_body,
     redact_error,
 )
-from resilient_canvas._http import ResponseHeaders, redact_url, status_phrase, to_headers
+from resilient_canvas._http import (
+    JSON_GUARD,
+    ResponseHeaders,
+    redact_url,
+    status_phrase,
+    to_headers,
+)
 
 #: How much of a response body we keep on an exception (``extra["body_excerpt"]``).
 _BODY_EXCERPT_CHARS = 500
@@ -69,6 +75,8 @@ def _decode_body(body: object) -> tuple[str, Any]:
     else:
         return ("" if body is None else repr(body)[:_BODY_EXCERPT_CHARS]), None
     stripped = text.lstrip()
+    if stripped.startswith(JSON_GUARD):
+        stripped = stripped[len(JSON_GUARD) :].lstrip()
     if oversized or not stripped.startswith(("{", "[")):
         return text, None
     try:

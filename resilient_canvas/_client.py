@@ -27,6 +27,7 @@ from resilient_canvas._http import (
     ResponseHeaders,
     origin_of,
     redact_url,
+    strip_json_guard,
 )
 from resilient_canvas._links import parse_links
 from resilient_canvas._policy import RetryBudget, RetryPolicy, Seconds
@@ -809,7 +810,7 @@ def _decode(
     content_type = response.headers.get("Content-Type", "")
     if body.strip():
         try:
-            data = json.loads(body)
+            data = json.loads(strip_json_guard(body))
         except (ValueError, RecursionError) as exc:
             # request() returns a CSV or a file as bytes; the verbs promise
             # JSON, and a body declared JSON must be JSON.
