@@ -8,18 +8,22 @@ import datetime as dt
 import enum
 import ipaddress
 import json
+import os
 import re
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from resilient_canvas import _files
 from resilient_canvas._agent import build_user_agent
+from resilient_canvas._api import ContentFactory
 from resilient_canvas._body import read_body, read_error_body, too_large
 from resilient_canvas._bulk import BulkProgress, BulkResult, run_bulk
 from resilient_canvas._encoding import Params, encode_params
@@ -33,6 +37,8 @@ from resilient_canvas._links import parse_links
 from resilient_canvas._policy import RetryBudget, RetryPolicy, Seconds
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
 from resilient_canvas._secret import AccessToken
+from resilient_canvas._source import ProgressCallback, Uploadable
+from resilient_canvas._store import StoreContext
 from resilient_canvas._throttle import Observation, Throttle, throttle_for
 from resilient_canvas.exceptions import (
     CanvasException,
@@ -324,6 +330,8 @@ class CanvasClient:
         idempotent: bool | None = None,
         timeout: Timeout = None,  # noqa: ASYNC109 - httpx's per-call timeout=
         deadline: Seconds | None = None,
+        content: ContentFactory | None = None,
+        follow_redirects: bool = True,
     ) -> CanvasResponse:
         """Send one request with pacing, retries and classification.
 
@@ -345,6 +353,11 @@ class CanvasClient:
                 ``timeout``); None uses the client's.
             deadline: Seconds allowed for the whole call, retries and waits
                 included; None uses the policy's.
+            content: A body sent as is (instead of *data* or *json*): a
+                function returning an aiohttp payload, called once per
+                attempt so that a retry sends the whole body again.
+            follow_redirects: False returns a 3xx answer (its ``Location`` in
+                ``headers``) instead of following it.
 
         Returns:
             The response.
@@ -356,6 +369,8 @@ class CanvasClient:
         """
         url = self._resolve(path)
         call = _call_options(idempotent, timeout, deadline, expect_json=False)
+        if content is not None or not follow_redirects:
+            call = dataclasses.replace(call, content=content, follow_redirects=follow_redirects)
         return await self._send(method.upper(), url, params, data, json, call)
 
     async def get(
@@ -565,6 +580,86 @@ class CanvasClient:
                 )
             await self._sleep(poll_every)
 
+    # ---------------------------------------------------------------- workflows
+    # Thin delegations: each workflow lives in its own module (docs/files.md,
+    # docs/graphql.md, docs/sis.md) and sends through request().
+
+    async def upload(
+        self,
+        file: Uploadable,
+        *,
+        to: str,
+        name: str | None = None,
+        content_type: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        deadline: Seconds | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Upload a file with Canvas's three-step upload; return the File.
+
+        Args:
+            file: A path, bytes or a binary file object (read from its
+                position), streamed: memory stays flat for any size.
+            to: The Canvas endpoint of step 1: ``"courses/1/files"``,
+                ``"users/self/files"``, ``"courses/1/assignments/2/submissions/self/files"``...
+            name: The file's name in Canvas (default: the path's name).
+            content_type: Its type (default: guessed from the name).
+            on_progress: Called with (bytes sent, total) as the file is sent.
+            deadline: Seconds for the whole upload, retries included (1 hour).
+            **params: More step-1 parameters: ``parent_folder_path``, ``on_duplicate``...
+
+        Raises:
+            InvalidResponse: Canvas or the store answered something unusable
+                (an upload_url that is not http(s), HTML from the store).
+            CanvasException: The classified failure once retrying stopped.
+        """
+        return await _files.upload(
+            self,
+            file,
+            to=to,
+            name=name,
+            content_type=content_type,
+            on_progress=on_progress,
+            deadline=deadline,
+            params=params,
+        )
+
+    async def download(
+        self,
+        file_or_url: Mapping[str, Any] | str | URL,
+        dest: str | os.PathLike[str],
+        *,
+        on_progress: ProgressCallback | None = None,
+        deadline: Seconds | None = None,
+    ) -> Path:
+        """Download a File (or its ``url``) to *dest*, a path or a directory; return the path.
+
+        The file store gets no token; the bytes go to a temporary file renamed
+        over *dest* only when complete, and a dropped connection resumes with
+        ``Range`` when the store supports it.
+
+        Raises:
+            LocalFileError: Not enough disk space (nothing is left behind).
+            CanvasException: The classified failure once retrying stopped.
+        """
+        return await _files.download(
+            self, file_or_url, dest, on_progress=on_progress, deadline=deadline
+        )
+
+    def _store_context(self) -> StoreContext:
+        """What requests to the file store need: the session, never the token."""
+        session = self._session if self._state is ClientState.OPENED else self._open()
+        assert session is not None
+        return StoreContext(
+            session=session,
+            user_agent=self._user_agent,
+            policy=self.policy,
+            budget=self.budget,
+            clock=self._clock,
+            sleep=self._sleep,
+            canvas_origin=self._origin,
+        )
+
     # ---------------------------------------------------------------- internals
 
     def _closed(self) -> bool:
@@ -697,8 +792,9 @@ class CanvasClient:
             method,
             url,
             params=query or None,
-            data=form,
+            data=form if call.content is None else call.content(),
             json=json_body,
+            allow_redirects=call.follow_redirects,
             headers={
                 "Authorization": self._token.authorization(),
                 "User-Agent": self._user_agent,
@@ -731,6 +827,8 @@ class _Call:
     timeout: Timeout
     deadline: Seconds | None
     expect_json: bool = True
+    content: ContentFactory | None = None
+    follow_redirects: bool = True
 
 
 #: The options of a call that sets none, built once: most calls set none, and

@@ -572,6 +572,17 @@ class ProgressFailed(CanvasException):
     reason_name = "progress_failed"
 
 
+class LocalFileError(CanvasException):
+    """A local file could not be read or written: a full disk, a missing permission.
+
+    Raised by downloads (the partial file is removed first) and uploads;
+    repeating the request cannot help.
+    """
+
+    certainly_not_applied = True
+    reason_name = "local_file_error"
+
+
 class RequiredFieldMissing(CanvasException):
     """A required argument was missing; raised before any request is sent."""
 

@@ -29,7 +29,21 @@ _DELAY_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,6})?")
 _MAX_LINK_LENGTH = 16 * 1024
 
 #: Query parameters that carry credentials and must never be logged or shown.
-SECRET_QUERY_KEYS = frozenset({"access_token", "token", "client_secret", "code"})
+#: A file store's signed URLs (and a Canvas file's ``verifier``) grant access too.
+SECRET_QUERY_KEYS = frozenset(
+    {
+        "access_token",
+        "token",
+        "client_secret",
+        "code",
+        "verifier",
+        "sig",
+        "signature",
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+    }
+)
 
 
 #: Canvas's JSON-hijacking guard, put in front of JSON for clients that did not

@@ -38,6 +38,7 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   ├── ConnectionDropped             connection lost after sending: may have been applied
     │   └── InvalidResponse               an answer we cannot use (truncated, not JSON, loops)
     ├── ProgressFailed                    a Canvas background job (Progress) failed
+    ├── LocalFileError                    a local file could not be read or written (disk full)
     └── RequiredFieldMissing              a required argument is missing (raised before sending)
 
 Each instance carries what a caller needs without reparsing: ``status_code``,
@@ -86,6 +87,7 @@ from resilient_canvas._errors import (
     InvalidRangeType,
     InvalidResponse,
     InvalidUsage,
+    LocalFileError,
     MethodNotAllowed,
     MethodNotSupported,
     NotFound,
@@ -135,6 +137,7 @@ __all__ = [
     "InvalidRangeType",
     "InvalidResponse",
     "InvalidUsage",
+    "LocalFileError",
     "MethodNotAllowed",
     "MethodNotSupported",
     "NotFound",

@@ -37,6 +37,7 @@ from resilient_canvas.testing._data import (
     scheme_for,
 )
 from resilient_canvas.testing._faults import Fault, FaultPicker
+from resilient_canvas.testing._files import FileStore
 from resilient_canvas.testing._grading import GRADING_TYPES, GradeError, grade
 from resilient_canvas.testing._pagination import bookmark_page, ordinal_page
 from resilient_canvas.testing._params import parse_nested
@@ -123,7 +124,11 @@ class CanvasApp:
         self.token = settings.token or "sim-" + secrets.token_urlsafe(24)
         self._clock = clock
         self._sleep = sleep
-        self.app = web.Application(middlewares=[self._canvas_middleware])
+        self.app = web.Application(
+            middlewares=[self._canvas_middleware], client_max_size=64 * 1024**2
+        )
+        #: The second origin uploads go to and downloads come from.
+        self.files = FileStore()
         self._add_routes()
         self.reset()
 
@@ -346,6 +351,7 @@ class CanvasApp:
         r.add_post(base + "/update_grades", self._update_grades)
         r.add_put(base + "/{user_id}", self._grade_submission)
         r.add_get("/api/v1/progress/{progress_id}", self._get_progress)
+        self.files.add_canvas_routes(r)
 
     async def _list_courses(self, request: web.Request) -> web.Response:
         params = _query(request)
@@ -784,6 +790,7 @@ class CanvasSimulator:
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
+        self._store_runner: web.AppRunner | None = None
         self.base_url: str = ""
 
     @property
@@ -815,6 +822,11 @@ class CanvasSimulator:
         """The throttle bucket of *token* (the simulator's token by default)."""
         return self._canvas.bucket(token)
 
+    @property
+    def files(self) -> FileStore:
+        """The file store: a second origin that records the Authorization headers it sees."""
+        return self._canvas.files
+
     def reset(self) -> None:
         """Restore data, buckets, faults and statistics; the server keeps running."""
         self._canvas.reset()
@@ -833,13 +845,31 @@ class CanvasSimulator:
         sockets = runner.addresses
         host, port = sockets[0][0], sockets[0][1]
         self.base_url = str(URL.build(scheme="http", host=host, port=port))
+        # The store: same interface, another port, so another origin.
+        store = web.AppRunner(
+            self._canvas.files.store_app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=0.1,
+        )
+        await store.setup()
+        await web.TCPSite(store, self._host, 0).start()
+        self._store_runner = store
+        store_host, store_port = store.addresses[0][0], store.addresses[0][1]
+        self._canvas.files.base_url = str(
+            URL.build(scheme="http", host=store_host, port=store_port)
+        )
         return self.base_url
 
     async def stop(self) -> None:
         """Stop serving; safe to call twice."""
         runner, self._runner = self._runner, None
+        store, self._store_runner = self._store_runner, None
         if runner is not None:
             await runner.cleanup()
+        if store is not None:
+            await store.cleanup()
+        self._canvas.files.close()
 
     async def __aenter__(self) -> CanvasSimulator:
         await self.start()
