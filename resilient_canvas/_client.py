@@ -12,7 +12,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -21,7 +21,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from resilient_canvas import _files
+from resilient_canvas import _files, _graphql
 from resilient_canvas._agent import build_user_agent
 from resilient_canvas._api import ContentFactory
 from resilient_canvas._body import read_body, read_error_body, too_large
@@ -644,6 +644,35 @@ class CanvasClient:
         """
         return await _files.download(
             self, file_or_url, dest, on_progress=on_progress, deadline=deadline
+        )
+
+    async def graphql(
+        self, query: str, variables: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Run a GraphQL query (``POST /api/graphql``, same throttle as REST); return ``data``.
+
+        Raises:
+            GraphQLError: Canvas answered with ``errors`` (kept on the exception).
+            InvalidResponse: The answer is not a GraphQL response.
+        """
+        return await _graphql.graphql(self, query, variables)
+
+    def graphql_nodes(
+        self,
+        query: str,
+        *,
+        connection: str | Sequence[str],
+        variables: Mapping[str, Any] | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[Any]:
+        """Yield every node of a GraphQL connection, following ``pageInfo.endCursor``.
+
+        The query takes ``$first: Int`` and ``$after: String`` and passes them
+        to the connection found at *connection* (``"course.enrollmentsConnection"``).
+        See docs/graphql.md.
+        """
+        return _graphql.graphql_nodes(
+            self, query, connection=connection, variables=variables, page_size=page_size
         )
 
     def _store_context(self) -> StoreContext:

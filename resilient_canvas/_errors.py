@@ -583,6 +583,49 @@ class LocalFileError(CanvasException):
     reason_name = "local_file_error"
 
 
+class GraphQLError(CanvasException):
+    """Canvas's GraphQL answered (200) with ``errors``: a bad query, a limit, a failed field.
+
+    Args:
+        message: The text; by default the errors' messages, joined.
+        errors: The ``errors`` list as Canvas sent it (``message``,
+            ``locations``, ``path``), kept on ``errors``.
+        data: The partial ``data`` Canvas sent along, if any, kept on ``data``.
+
+    The request was read and answered: repeating it gives the same errors.
+    """
+
+    status_code = 400
+    quiet = True
+    reason_name = "graphql_error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        errors: list[Any] | None = None,
+        data: Any = None,
+        *,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        listed = errors or []
+        if message is None and listed:
+            message = "GraphQL query failed: " + "; ".join(_graphql_text(e) for e in listed[:5])
+        super().__init__(message, method=method, url=url)
+        self.errors = redact_data(listed)
+        self.data = data
+
+
+def _graphql_text(error: Any) -> str:
+    if not isinstance(error, Mapping):
+        return str(error)
+    text = str(error.get("message") or "unknown error")
+    path = error.get("path")
+    if isinstance(path, list) and path:
+        text += f" (at {'.'.join(str(p) for p in path)})"
+    return text
+
+
 class RequiredFieldMissing(CanvasException):
     """A required argument was missing; raised before any request is sent."""
 

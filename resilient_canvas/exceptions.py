@@ -38,6 +38,7 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   ├── ConnectionDropped             connection lost after sending: may have been applied
     │   └── InvalidResponse               an answer we cannot use (truncated, not JSON, loops)
     ├── ProgressFailed                    a Canvas background job (Progress) failed
+    ├── GraphQLError                      Canvas's GraphQL answered with errors (kept on .errors)
     ├── LocalFileError                    a local file could not be read or written (disk full)
     └── RequiredFieldMissing              a required argument is missing (raised before sending)
 
@@ -78,6 +79,7 @@ from resilient_canvas._errors import (
     FileNotFound,
     Forbidden,
     GatewayTimeout,
+    GraphQLError,
     HeaderExpectationFailed,
     HeaderNotFound,
     HTTPException,
@@ -128,6 +130,7 @@ __all__ = [
     "FileNotFound",
     "Forbidden",
     "GatewayTimeout",
+    "GraphQLError",
     "HTTPException",
     "HeaderExpectationFailed",
     "HeaderNotFound",

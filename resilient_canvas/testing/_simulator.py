@@ -39,6 +39,7 @@ from resilient_canvas.testing._data import (
 from resilient_canvas.testing._faults import Fault, FaultPicker
 from resilient_canvas.testing._files import FileStore
 from resilient_canvas.testing._grading import GRADING_TYPES, GradeError, grade
+from resilient_canvas.testing._graphql import GraphQLEndpoint
 from resilient_canvas.testing._pagination import bookmark_page, ordinal_page
 from resilient_canvas.testing._params import parse_nested
 from resilient_canvas.testing._settings import (
@@ -129,6 +130,7 @@ class CanvasApp:
         )
         #: The second origin uploads go to and downloads come from.
         self.files = FileStore()
+        self.graphql = GraphQLEndpoint(lambda: self.data)
         self._add_routes()
         self.reset()
 
@@ -352,6 +354,7 @@ class CanvasApp:
         r.add_put(base + "/{user_id}", self._grade_submission)
         r.add_get("/api/v1/progress/{progress_id}", self._get_progress)
         self.files.add_canvas_routes(r)
+        r.add_post("/api/graphql", self.graphql.handle)
 
     async def _list_courses(self, request: web.Request) -> web.Response:
         params = _query(request)
