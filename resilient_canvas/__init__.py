@@ -15,6 +15,7 @@ from resilient_canvas._history import Attempt, AttemptHistory
 from resilient_canvas._policy import BudgetSettings, RetryBudget, RetryPolicy
 from resilient_canvas._redis_throttle import RedisThrottle
 from resilient_canvas._retry import raise_for_canvas_status, resilient
+from resilient_canvas._sis import SisImportResult
 from resilient_canvas._throttle import (
     Observation,
     Permit,
@@ -40,6 +41,7 @@ from resilient_canvas.exceptions import (
     HTTPException,
     InvalidAccessToken,
     InvalidResponse,
+    JobStuck,
     LocalFileError,
     ProgressFailed,
     RateLimitExceeded,
@@ -49,6 +51,7 @@ from resilient_canvas.exceptions import (
     ResourceDoesNotExist,
     ServerError,
     ServiceUnavailable,
+    SisImportFailed,
     ThrottleTimeout,
     TransportError,
     Unauthorized,
@@ -80,6 +83,7 @@ __all__ = [
     "InsecureURLWarning",
     "InvalidAccessToken",
     "InvalidResponse",
+    "JobStuck",
     "LocalFileError",
     "Observation",
     "Outcome",
@@ -95,6 +99,8 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "ServiceUnavailable",
+    "SisImportFailed",
+    "SisImportResult",
     "Throttle",
     "ThrottleConfig",
     "ThrottleEstimate",

@@ -21,7 +21,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from resilient_canvas import _files, _graphql
+from resilient_canvas import _files, _graphql, _sis
 from resilient_canvas._agent import build_user_agent
 from resilient_canvas._api import ContentFactory
 from resilient_canvas._body import read_body, read_error_body, too_large
@@ -33,10 +33,12 @@ from resilient_canvas._http import (
     redact_url,
     strip_json_guard,
 )
+from resilient_canvas._jobs import JobKind, JobWait, wait_for_job
 from resilient_canvas._links import parse_links
 from resilient_canvas._policy import RetryBudget, RetryPolicy, Seconds
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
 from resilient_canvas._secret import AccessToken
+from resilient_canvas._sis import SisImportResult
 from resilient_canvas._source import ProgressCallback, Uploadable
 from resilient_canvas._store import StoreContext
 from resilient_canvas._throttle import Observation, Throttle, throttle_for
@@ -44,7 +46,6 @@ from resilient_canvas.exceptions import (
     CanvasException,
     InvalidResponse,
     ProgressFailed,
-    RequestTimeout,
     TransportError,
     classify_response,
 )
@@ -536,49 +537,57 @@ class CanvasClient:
         self,
         progress: Mapping[str, Any] | int | str,
         *,
-        poll_every: float = 1.0,
-        within: float = 600.0,
+        poll_every: Seconds = 1.0,
+        within: Seconds = 600.0,
+        max_poll_every: Seconds | None = 30.0,
+        backoff: float = 1.5,
+        stuck_after: Seconds | None = 300.0,
     ) -> dict[str, Any]:
         """Poll a Canvas ``Progress`` (from ``update_grades`` and friends) until it ends.
 
+        Polls grow apart (*poll_every*, times *backoff*, up to *max_poll_every*)
+        within a deadline, and a job that stops changing is reported stuck.
+
         Args:
             progress: The Progress object a call returned, or its id.
-            poll_every: Seconds between polls (each poll is retried as usual).
+            poll_every: Seconds before the second poll (each poll is retried as usual).
             within: Seconds to wait for the job in all, on the client's clock.
+            max_poll_every: Longest wait between polls.
+            backoff: Factor between successive waits (1 for a steady pace).
+            stuck_after: Seconds without a change of state or completion after
+                which the job counts as stuck; None to wait for the deadline.
 
         Returns:
             The final Progress, ``workflow_state == "completed"``.
 
         Raises:
             ProgressFailed: The job ended in ``failed``; its message is kept.
+            JobStuck: Nothing changed for *stuck_after* seconds.
             RequestTimeout: The job had not ended within *within* seconds; it
                 may still complete.
         """
-        if poll_every <= 0 or within <= 0:
-            raise ValueError("poll_every and within must be positive.")
+        wait = JobWait.of(
+            poll_every=poll_every,
+            max_poll_every=max_poll_every,
+            backoff=backoff,
+            within=within,
+            stuck_after=stuck_after,
+        )
         progress_id = progress.get("id") if isinstance(progress, Mapping) else progress
         if progress_id is None:
             raise ValueError("A Progress object needs an 'id'.")
-        started = self._clock()
-        while True:
-            state = await self.get(f"progress/{progress_id}")
-            workflow = state.get("workflow_state") if isinstance(state, Mapping) else None
-            if workflow == "completed":
-                return dict(state)
-            if workflow == "failed":
-                error = ProgressFailed(
-                    f"Canvas job {progress_id} failed: {state.get('message') or 'no message'}.",
-                    context={"progress_id": progress_id},
-                )
-                error.extra["progress"] = dict(state)
-                raise error
-            if self._clock() - started + poll_every > within:
-                raise RequestTimeout(
-                    f"Canvas job {progress_id} had not finished within {within:g} s "
-                    f"(last state: {workflow}); it may still complete.",
-                    context={"progress_id": progress_id},
-                )
-            await self._sleep(poll_every)
+
+        async def fetch() -> Any:
+            return await self.get(f"progress/{progress_id}")
+
+        return await wait_for_job(
+            fetch,
+            kind=_PROGRESS_JOB,
+            job_id=progress_id,
+            wait=wait,
+            clock=self._clock,
+            sleep=self._sleep,
+        )
 
     # ---------------------------------------------------------------- workflows
     # Thin delegations: each workflow lives in its own module (docs/files.md,
@@ -673,6 +682,64 @@ class CanvasClient:
         """
         return _graphql.graphql_nodes(
             self, query, connection=connection, variables=variables, page_size=page_size
+        )
+
+    async def start_sis_import(
+        self,
+        account: int | str,
+        file: Uploadable,
+        *,
+        import_type: str = "instructure_csv",
+        extension: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Start an SIS import of a CSV or zip *file* (streamed); return the SIS import object.
+
+        Args:
+            account: The account id (``1``, ``"self"``, ``"sis_account_id:x"``).
+            file: A path, bytes or a binary file.
+            import_type: Canvas's ``import_type``.
+            extension: ``"csv"`` or ``"zip"``; by default from the file's name.
+            **params: More parameters (``batch_mode``, ``override_sis_stickiness``...).
+
+        Not repeated after a failure that may have been applied (it could
+        start a second import). See docs/sis.md.
+        """
+        return await _sis.start_sis_import(
+            self, account, file, import_type=import_type, extension=extension, params=params
+        )
+
+    async def wait_for_sis_import(
+        self,
+        account: int | str,
+        sis_import: Mapping[str, Any] | int | str,
+        *,
+        poll_every: Seconds = 2.0,
+        within: Seconds = 3600.0,
+        max_poll_every: Seconds | None = 60.0,
+        backoff: float = 1.5,
+        stuck_after: Seconds | None = 900.0,
+    ) -> SisImportResult:
+        """Wait for an SIS import to end; return its result (warnings on ``warnings``).
+
+        Options as for :meth:`wait_for_progress`; an import's progress is its
+        ``progress`` percentage.
+
+        Raises:
+            SisImportFailed: It ended ``failed``, ``failed_with_messages`` or
+                ``aborted``; Canvas's ``processing_errors`` are on ``errors``.
+            JobStuck: Nothing changed for *stuck_after* seconds.
+            RequestTimeout: It had not ended within *within* seconds.
+        """
+        wait = JobWait.of(
+            poll_every=poll_every,
+            max_poll_every=max_poll_every,
+            backoff=backoff,
+            within=within,
+            stuck_after=stuck_after,
+        )
+        return await _sis.wait_for_sis_import(
+            self, account, sis_import, wait=wait, clock=self._clock, sleep=self._sleep
         )
 
     def _store_context(self) -> StoreContext:
@@ -846,6 +913,26 @@ class CanvasClient:
             if body is None:
                 return too_large(method, safe_url, self.max_body_size)
             return _decode(response, body, method, safe_url, call.expect_json)
+
+
+def _progress_failed(state: Mapping[str, Any]) -> ProgressFailed:
+    progress_id = state.get("id")
+    error = ProgressFailed(
+        f"Canvas job {progress_id} failed: {state.get('message') or 'no message'}.",
+        context={"progress_id": progress_id},
+    )
+    error.extra["progress"] = dict(state)
+    return error
+
+
+_PROGRESS_JOB = JobKind(
+    "Canvas job",
+    done={"completed"},
+    failed={"failed"},
+    progress_key="completion",
+    fail=_progress_failed,
+    id_key="progress_id",
+)
 
 
 @dataclass(frozen=True, slots=True)

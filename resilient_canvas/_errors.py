@@ -583,6 +583,28 @@ class LocalFileError(CanvasException):
     reason_name = "local_file_error"
 
 
+class JobStuck(RequestTimeout):
+    """A Canvas job (a Progress, an SIS import) stopped changing: no new state or progress.
+
+    Raised by the job waiters after their ``stuck_after`` seconds; the job may
+    still finish, or may need an administrator.
+    """
+
+    # Polling again at once would see the same stall: not worth a retry.
+    transient = False
+    reason_name = "job_stuck"
+
+
+class SisImportFailed(ProgressFailed):
+    """An SIS import ended ``failed``, ``failed_with_messages`` or ``aborted``.
+
+    ``errors`` holds Canvas's ``processing_errors`` (``[file, message]`` pairs);
+    ``extra["sis_import"]`` the whole final import.
+    """
+
+    reason_name = "sis_import_failed"
+
+
 class GraphQLError(CanvasException):
     """Canvas's GraphQL answered (200) with ``errors``: a bad query, a limit, a failed field.
 

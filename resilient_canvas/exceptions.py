@@ -20,6 +20,7 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   │   ├── ConnectTimeout            could not connect in time: never sent
     │   │   ├── ReadTimeout               sent, no answer in time: may have been applied
     │   │   ├── ThrottleTimeout           the deadline passed waiting for our throttle: never sent
+    │   │   ├── JobStuck                  a Canvas job (Progress, SIS import) stopped changing
     │   │   └── GatewayTimeout            504
     │   ├── Conflict                      409
     │   ├── PayloadTooLarge               413
@@ -38,6 +39,7 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   ├── ConnectionDropped             connection lost after sending: may have been applied
     │   └── InvalidResponse               an answer we cannot use (truncated, not JSON, loops)
     ├── ProgressFailed                    a Canvas background job (Progress) failed
+    │   └── SisImportFailed               an SIS import failed or was aborted (messages on .errors)
     ├── GraphQLError                      Canvas's GraphQL answered with errors (kept on .errors)
     ├── LocalFileError                    a local file could not be read or written (disk full)
     └── RequiredFieldMissing              a required argument is missing (raised before sending)
@@ -89,6 +91,7 @@ from resilient_canvas._errors import (
     InvalidRangeType,
     InvalidResponse,
     InvalidUsage,
+    JobStuck,
     LocalFileError,
     MethodNotAllowed,
     MethodNotSupported,
@@ -103,6 +106,7 @@ from resilient_canvas._errors import (
     ResourceDoesNotExist,
     ServerError,
     ServiceUnavailable,
+    SisImportFailed,
     ThrottleTimeout,
     TLSError,
     TransportError,
@@ -140,6 +144,7 @@ __all__ = [
     "InvalidRangeType",
     "InvalidResponse",
     "InvalidUsage",
+    "JobStuck",
     "LocalFileError",
     "MethodNotAllowed",
     "MethodNotSupported",
@@ -154,6 +159,7 @@ __all__ = [
     "ResourceDoesNotExist",
     "ServerError",
     "ServiceUnavailable",
+    "SisImportFailed",
     "TLSError",
     "ThrottleTimeout",
     "TransportError",

@@ -48,6 +48,7 @@ from resilient_canvas.testing._settings import (
     latency_rng,
     work_rng,
 )
+from resilient_canvas.testing._sis import SisImports
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Clock = Callable[[], float]
@@ -131,6 +132,7 @@ class CanvasApp:
         #: The second origin uploads go to and downloads come from.
         self.files = FileStore()
         self.graphql = GraphQLEndpoint(lambda: self.data)
+        self.sis = SisImports()
         self._add_routes()
         self.reset()
 
@@ -355,6 +357,7 @@ class CanvasApp:
         r.add_get("/api/v1/progress/{progress_id}", self._get_progress)
         self.files.add_canvas_routes(r)
         r.add_post("/api/graphql", self.graphql.handle)
+        self.sis.add_routes(r)
 
     async def _list_courses(self, request: web.Request) -> web.Response:
         params = _query(request)
@@ -824,6 +827,11 @@ class CanvasSimulator:
     def bucket(self, token: str | None = None) -> LeakyBucket:
         """The throttle bucket of *token* (the simulator's token by default)."""
         return self._canvas.bucket(token)
+
+    @property
+    def sis(self) -> SisImports:
+        """The SIS imports received; force outcomes with ``next_outcomes``."""
+        return self._canvas.sis
 
     @property
     def files(self) -> FileStore:
