@@ -719,11 +719,13 @@ class CanvasClient:
         max_poll_every: Seconds | None = 60.0,
         backoff: float = 1.5,
         stuck_after: Seconds | None = 900.0,
+        on_poll: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> SisImportResult:
         """Wait for an SIS import to end; return its result (warnings on ``warnings``).
 
         Options as for :meth:`wait_for_progress`; an import's progress is its
-        ``progress`` percentage.
+        ``progress`` percentage. *on_poll* sees each polled import (for a
+        progress display).
 
         Raises:
             SisImportFailed: It ended ``failed``, ``failed_with_messages`` or
@@ -739,7 +741,13 @@ class CanvasClient:
             stuck_after=stuck_after,
         )
         return await _sis.wait_for_sis_import(
-            self, account, sis_import, wait=wait, clock=self._clock, sleep=self._sleep
+            self,
+            account,
+            sis_import,
+            wait=wait,
+            clock=self._clock,
+            sleep=self._sleep,
+            on_poll=on_poll,
         )
 
     def _store_context(self) -> StoreContext:

@@ -90,8 +90,11 @@ async def wait_for_job(
     wait: JobWait,
     clock: Clock,
     sleep: Sleep,
+    on_poll: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Poll *fetch* until the job ends; return its final state.
+
+    *on_poll*, if given, sees every state polled (for a progress display).
 
     Raises:
         CanvasException: ``kind.fail(state)`` for a failed job.
@@ -105,6 +108,8 @@ async def wait_for_job(
         state = await fetch()
         if not isinstance(state, Mapping):
             state = {}
+        if on_poll is not None:
+            on_poll(state)
         workflow = state.get("workflow_state")
         if workflow in kind.done:
             return dict(state)

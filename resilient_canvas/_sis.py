@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +104,7 @@ async def wait_for_sis_import(
     wait: JobWait,
     clock: Clock,
     sleep: Sleep,
+    on_poll: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> SisImportResult:
     """Poll the import until it ends (see :func:`~resilient_canvas._jobs.wait_for_job`)."""
     import_id = sis_import.get("id") if isinstance(sis_import, Mapping) else sis_import
@@ -120,6 +121,7 @@ async def wait_for_sis_import(
         wait=wait,
         clock=clock,
         sleep=sleep,
+        on_poll=on_poll,
     )
     return SisImportResult.of(final)
 
