@@ -361,8 +361,11 @@ async def _write_body(
     mode = "r+b" if transfer.written and transfer.temp.exists() else "wb"
     try:
         with transfer.temp.open(mode) as handle:
-            handle.seek(transfer.written)
-            handle.truncate()
+            if mode == "r+b":
+                # Resuming: drop whatever a cut write left past the point resumed from.
+                # (Never on a fresh file: ext4 flushes a file truncated to zero on close.)
+                handle.seek(transfer.written)
+                handle.truncate()
             async for chunk in response.content.iter_chunked(CHUNK):
                 handle.write(chunk)
                 transfer.written += len(chunk)
