@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from resilient_canvas import CanvasClient, _files, clear_throttles
 from resilient_canvas import exceptions as exc
+from resilient_canvas._http import redact_url
 from resilient_canvas.testing import CanvasSimulator, FakeClock
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, every byte value
@@ -245,3 +247,23 @@ async def test_dropped_step_two_is_repeated_only_when_harmless(
         with contextlib.suppress(exc.ConnectionDropped):
             await canvas.upload(b"x", to="courses/1/files", name="x.txt", on_duplicate=on_duplicate)
     assert store_calls == len(state["seen"])
+
+
+async def test_logs_hold_neither_the_token_nor_store_signatures(
+    canvas: CanvasClient, sim: CanvasSimulator, tmp_path: Path
+) -> None:
+    """Retries and failures of store requests are logged, without token or signed query."""
+    sim.files.fail_uploads = 1
+    with capture_logs() as events:
+        await canvas.upload(b"x", to="courses/101/files", name="x.txt")
+        with pytest.raises(exc.Forbidden):
+            await canvas.download(f"{sim.files.base_url}/objects/1/x?sig=SIGNED-SECRET", tmp_path)
+    text = repr(events)
+    assert {"upload", "download"} == {event.get("callable") for event in events}
+    assert (False, False) == (sim.token in text, "SIGNED-SECRET" in text)
+
+
+def test_signed_query_parameters_are_redacted() -> None:
+    """sig, Signature, X-Amz-Signature and verifier are credentials: removed from shown URLs."""
+    url = "https://s3.test/b/k?X-Amz-Signature=abc&Signature=d&sig=e&verifier=f&keep=1"
+    assert "https://s3.test/b/k?keep=1" == redact_url(url)
