@@ -12,6 +12,7 @@ from resilient_canvas._client import (
 )
 from resilient_canvas._encoding import encode_params, require
 from resilient_canvas._history import Attempt, AttemptHistory
+from resilient_canvas._oauth import RefreshToken
 from resilient_canvas._policy import BudgetSettings, RetryBudget, RetryPolicy
 from resilient_canvas._redis_throttle import RedisThrottle
 from resilient_canvas._retry import raise_for_canvas_status, resilient
@@ -92,6 +93,7 @@ __all__ = [
     "RateLimitExceeded",
     "ReadTimeout",
     "RedisThrottle",
+    "RefreshToken",
     "RequestTimeout",
     "RequiredFieldMissing",
     "ResourceDoesNotExist",

@@ -35,12 +35,13 @@ from resilient_canvas._http import (
 )
 from resilient_canvas._jobs import JobKind, JobWait, wait_for_job
 from resilient_canvas._links import parse_links
+from resilient_canvas._oauth import RefreshToken, TokenProvider, is_expired_token, token_source
 from resilient_canvas._policy import RetryBudget, RetryPolicy, Seconds
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
 from resilient_canvas._secret import AccessToken
 from resilient_canvas._sis import SisImportResult
 from resilient_canvas._source import ProgressCallback, Uploadable
-from resilient_canvas._store import StoreContext
+from resilient_canvas._store import StoreContext, post_form
 from resilient_canvas._throttle import Observation, Throttle, throttle_for
 from resilient_canvas.exceptions import (
     CanvasException,
@@ -161,7 +162,11 @@ class CanvasClient:
     Args:
         base_url: The Canvas root (``https://canvas.example.edu``). The token is
             only ever sent to this origin.
-        access_token: The API access token.
+        access_token: The API access token; or, for tokens Canvas expires
+            (OAuth2, LTI), a :class:`RefreshToken` configuration or a function
+            (sync or async) returning a fresh token: on 401 "Expired access
+            token." the client refreshes once for all concurrent calls and
+            repeats them.
         policy: Retry policy; the default retries transient failures for up to
             ten attempts within two minutes.
         throttle: ``"shared"`` (default) paces with the process-wide throttle
@@ -193,7 +198,7 @@ class CanvasClient:
     def __init__(
         self,
         base_url: str,
-        access_token: str | AccessToken,
+        access_token: str | AccessToken | RefreshToken | TokenProvider,
         *,
         policy: RetryPolicy | None = None,
         throttle: Throttle | Literal["shared"] | None = "shared",
@@ -208,7 +213,7 @@ class CanvasClient:
     ) -> None:
         # Wrapped first and the bare string dropped: a traceback that shows
         # frame locals (structlog, rich) would otherwise print it.
-        token = access_token if isinstance(access_token, AccessToken) else AccessToken(access_token)
+        credential = AccessToken(access_token) if isinstance(access_token, str) else access_token
         del access_token
         base = URL(base_url)
         if not base.is_absolute() or base.scheme not in ("http", "https"):
@@ -230,12 +235,19 @@ class CanvasClient:
         self._prefix = base.path.rstrip("/")
         self._base = base.with_path(self._prefix + "/").with_query(None).with_fragment(None)
         self._origin = origin_of(base)
-        self._token = token
-        self.fingerprint = token.fingerprint
+        # The current token, refreshed on "Expired access token." when it can be
+        # (docs/client.md); its identity (the token itself when static) keys the
+        # throttle, so a refresh keeps the bucket.
+        self._token = token_source(
+            credential,
+            token_url=str(self._base.join(URL("login/oauth2/token"))),
+            send=lambda url, form: post_form(self._store_context(), URL(url), form),
+        )
+        self.fingerprint = self._token.fingerprint
         self.policy = policy or RetryPolicy()
         budget = RetryBudget(self.policy.budget)
         self.throttle = (
-            throttle_for(base, token.reveal(), redis_url=redis_url, budget=budget)
+            throttle_for(base, self._token.identity.reveal(), redis_url=redis_url, budget=budget)
             if throttle == "shared"
             else throttle
         )
@@ -849,10 +861,19 @@ class CanvasClient:
         async def attempt() -> CanvasResponse:
             if self._closed():
                 raise _closed_error(method, safe_url, None)
+            tokens = self._token
+            seen = await tokens.ready() if tokens.refreshable else 0
             try:
                 outcome = await self._exchange(
                     session, method, url, query, form, json_body, timeout, safe_url, call
                 )
+                if tokens.refreshable and is_expired_token(outcome):
+                    # One refresh for every call that met the expiry, then the
+                    # call again: a 401 was never applied.
+                    await tokens.refresh(seen)
+                    outcome = await self._exchange(
+                        session, method, url, query, form, json_body, timeout, safe_url, call
+                    )
             except (aiohttp.ClientError, RuntimeError):
                 # aclose() while this attempt ran: aiohttp's "Session is closed"
                 # RuntimeError or a dropped connection is not the server's doing.

@@ -11,15 +11,17 @@ every other call.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from yarl import URL
 
+from resilient_canvas._classify import classify_response
 from resilient_canvas._errors import InvalidResponse
-from resilient_canvas._http import origin_of, redact_url
+from resilient_canvas._http import origin_of, redact_url, strip_json_guard
 from resilient_canvas._policy import RetryBudget, RetryPolicy, Seconds
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
 
@@ -89,6 +91,38 @@ class StoreContext:
             clock=self.clock,
             sleep=self.sleep,
         )
+
+
+async def post_form(store: StoreContext, url: URL, form: Mapping[str, str]) -> Any:
+    """POST *form* without the access token (an OAuth2 grant) and return its JSON.
+
+    Retried under the client's rules like a store request; error statuses are
+    classified as for any call.
+
+    Raises:
+        CanvasException: The classified failure, or an answer that is not JSON.
+    """
+    safe = redact_url(url) or ""
+
+    async def attempt() -> Any:
+        async with store.session.post(
+            url, data=dict(form), headers=store.headers, timeout=store.timeout
+        ) as response:
+            body = await response.read()
+            if response.status >= 400:
+                raise classify_response(
+                    response.status, response.headers, body[:65536], method="POST", url=safe
+                )
+        try:
+            return json.loads(strip_json_guard(body))
+        except ValueError:
+            error = InvalidResponse(f"POST {safe} answered with a body that is not JSON.")
+            error.method, error.url, error.request_sent = "POST", safe, True
+            raise error from None
+
+    return await store.call(
+        attempt, method="POST", url=url, idempotent=True, label="oauth2_token", deadline=60.0
+    )
 
 
 def checked_url(raw: object, *, what: str, method: str, url: str) -> URL:

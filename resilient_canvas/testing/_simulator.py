@@ -40,6 +40,7 @@ from resilient_canvas.testing._faults import Fault, FaultPicker
 from resilient_canvas.testing._files import FileStore
 from resilient_canvas.testing._grading import GRADING_TYPES, GradeError, grade
 from resilient_canvas.testing._graphql import GraphQLEndpoint
+from resilient_canvas.testing._oauth import TOKEN_PATH, OAuthServer
 from resilient_canvas.testing._pagination import bookmark_page, ordinal_page
 from resilient_canvas.testing._params import parse_nested
 from resilient_canvas.testing._settings import (
@@ -133,6 +134,8 @@ class CanvasApp:
         self.files = FileStore()
         self.graphql = GraphQLEndpoint(lambda: self.data)
         self.sis = SisImports()
+        #: OAuth2 token records, the refresh grant and expiry.
+        self.oauth = OAuthServer()
         self._add_routes()
         self.reset()
 
@@ -153,7 +156,9 @@ class CanvasApp:
 
     def bucket(self, token: str | None = None) -> LeakyBucket:
         """Return the bucket of *token* (the simulator's own token by default)."""
-        key = token_key(token or self.token)
+        # Canvas keys the bucket by the token's record, which survives a refresh.
+        chosen = token or self.token
+        key = token_key(self.oauth.record_of(chosen) or chosen)
         if key not in self.buckets:
             self.buckets[key] = LeakyBucket(self.settings.throttle, self._clock)
         return self.buckets[key]
@@ -246,7 +251,12 @@ class CanvasApp:
             return web.json_response(body, status=500), 0.01
         if fault is Fault.HTML_ERROR:
             return _html(500, "We're sorry, but something went wrong"), 0.01
-        denied = _authenticate(token, self.token, self.settings)
+        if request.path == TOKEN_PATH:
+            denied = None  # the grant authenticates the client, not a token
+        elif token is not None and self.oauth.record_of(token) is not None:
+            denied = self.oauth.authenticate(token)
+        else:
+            denied = _authenticate(token, self.token, self.settings)
         if denied is not None:
             return denied, 0.001
         seconds, cost = self._profile_for(request).sample(self._work_rng)
@@ -358,6 +368,7 @@ class CanvasApp:
         self.files.add_canvas_routes(r)
         r.add_post("/api/graphql", self.graphql.handle)
         self.sis.add_routes(r)
+        r.add_post(TOKEN_PATH, self.oauth.grant)
 
     async def _list_courses(self, request: web.Request) -> web.Response:
         params = _query(request)
@@ -827,6 +838,11 @@ class CanvasSimulator:
     def bucket(self, token: str | None = None) -> LeakyBucket:
         """The throttle bucket of *token* (the simulator's token by default)."""
         return self._canvas.bucket(token)
+
+    @property
+    def oauth(self) -> OAuthServer:
+        """OAuth2 token records: ``authorize()`` one, ``expire()`` its token, count ``grants``."""
+        return self._canvas.oauth
 
     @property
     def sis(self) -> SisImports:
