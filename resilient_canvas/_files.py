@@ -36,8 +36,13 @@ from yarl import URL
 from resilient_canvas._api import CanvasApi
 from resilient_canvas._body import read_body, read_error_body
 from resilient_canvas._classify import classify_response
-from resilient_canvas._errors import CanvasException, InvalidResponse, LocalFileError
-from resilient_canvas._http import redact_url, strip_json_guard
+from resilient_canvas._errors import (
+    CanvasException,
+    InvalidResponse,
+    LocalFileError,
+    redact_error,
+)
+from resilient_canvas._http import redact_url, status_phrase, strip_json_guard
 from resilient_canvas._policy import Seconds
 from resilient_canvas._source import CHUNK, FileSource, ProgressCallback, Uploadable
 from resilient_canvas._store import StoreContext, checked_url
@@ -200,7 +205,17 @@ async def _store_error(response: aiohttp.ClientResponse, method: str, safe: str)
     """The classified error of a store's error answer (retried by the usual rules)."""
     read = await read_error_body(response, _STORE_ANSWER_LIMIT)
     prefix = read[0] if read is not None else b""
-    return classify_response(response.status, response.headers, prefix, method=method, url=safe)
+    error = classify_response(response.status, response.headers, prefix, method=method, url=safe)
+    # The classifier speaks of Canvas and the token; neither applies to the store.
+    said = " ".join(str(error.extra.get("body_excerpt", "")).split())[:300]
+    message = (
+        f"{method} {safe} failed with {response.status} {status_phrase(response.status)}: the "
+        "file store (another host, which never gets the access token) refused or failed "
+        "the request; a signed URL may have expired." + (f' It said: "{said}"' if said else "")
+    )
+    error.message, error.args = message, (message,)
+    redact_error(error)
+    return error
 
 
 def _json_or_none(body: bytes) -> Any:
