@@ -13,11 +13,14 @@ from resilient_canvas._client import (
 )
 from resilient_canvas._encoding import encode_params, require
 from resilient_canvas._history import Attempt, AttemptHistory
+from resilient_canvas._oauth import RefreshToken
 from resilient_canvas._policy import BudgetSettings, RetryBudget, RetryPolicy
 from resilient_canvas._redis_throttle import RedisThrottle
 from resilient_canvas._registry import clear_throttles, close_throttles, throttle_for
 from resilient_canvas._retry import raise_for_canvas_status, resilient
+from resilient_canvas._sis import SisImportResult
 from resilient_canvas._throttle import Throttle
+from resilient_canvas._version import __version__
 from resilient_canvas.exceptions import (
     BadGateway,
     BadRequest,
@@ -28,9 +31,12 @@ from resilient_canvas.exceptions import (
     ConnectTimeout,
     Forbidden,
     GatewayTimeout,
+    GraphQLError,
     HTTPException,
     InvalidAccessToken,
     InvalidResponse,
+    JobStuck,
+    LocalFileError,
     ProgressFailed,
     RateLimitExceeded,
     ReadTimeout,
@@ -39,14 +45,14 @@ from resilient_canvas.exceptions import (
     ResourceDoesNotExist,
     ServerError,
     ServiceUnavailable,
+    SisImportFailed,
     ThrottleTimeout,
     TransportError,
     Unauthorized,
     UnprocessableEntity,
+    UserAgentRejected,
     classify_response,
 )
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "Attempt",
@@ -66,10 +72,13 @@ __all__ = [
     "ConnectionDropped",
     "Forbidden",
     "GatewayTimeout",
+    "GraphQLError",
     "HTTPException",
     "InsecureURLWarning",
     "InvalidAccessToken",
     "InvalidResponse",
+    "JobStuck",
+    "LocalFileError",
     "Observation",
     "Outcome",
     "Permit",
@@ -77,6 +86,7 @@ __all__ = [
     "RateLimitExceeded",
     "ReadTimeout",
     "RedisThrottle",
+    "RefreshToken",
     "RequestTimeout",
     "RequiredFieldMissing",
     "ResourceDoesNotExist",
@@ -84,6 +94,8 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "ServiceUnavailable",
+    "SisImportFailed",
+    "SisImportResult",
     "Throttle",
     "ThrottleConfig",
     "ThrottleEstimate",
@@ -91,6 +103,7 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "UnprocessableEntity",
+    "UserAgentRejected",
     "__version__",
     "classify_response",
     "clear_throttles",

@@ -34,10 +34,17 @@ from resilient_canvas._errors import (
     Unauthorized,
     UnprocessableEntity,
     URITooLong,
+    UserAgentRejected,
     describe_canvas_body,
     redact_error,
 )
-from resilient_canvas._http import ResponseHeaders, redact_url, status_phrase, to_headers
+from resilient_canvas._http import (
+    JSON_GUARD,
+    ResponseHeaders,
+    redact_url,
+    status_phrase,
+    to_headers,
+)
 
 #: How much of a response body we keep on an exception (``extra["body_excerpt"]``).
 _BODY_EXCERPT_CHARS = 500
@@ -49,6 +56,9 @@ MAX_DETAIL_CHARS = 300
 _MAX_QUOTED_HEADER_CHARS = 64
 
 _RATE_LIMIT_MARKER = "rate limit exceeded"
+#: How Canvas words a refused User-Agent ("...not provided a valid user agent.");
+#: the exact wording may change, the words do not.
+_USER_AGENT_MARKERS = ("user agent", "user-agent", "useragent")
 
 
 def _decode_body(body: object) -> tuple[str, Any]:
@@ -67,6 +77,8 @@ def _decode_body(body: object) -> tuple[str, Any]:
     else:
         return ("" if body is None else repr(body)[:_BODY_EXCERPT_CHARS]), None
     stripped = text.lstrip()
+    if stripped.startswith(JSON_GUARD):
+        stripped = stripped[len(JSON_GUARD) :].lstrip()
     if oversized or not stripped.startswith(("{", "[", '"')):
         return text, None
     try:
@@ -81,6 +93,12 @@ _CAUSES: dict[type[CanvasException], str] = {
     BadRequest: "Canvas rejected the request as invalid",
     InvalidAccessToken: "the access token is invalid, expired or revoked",
     Unauthorized: "the access token lacks the scope or the permission for this action",
+    UserAgentRejected: (
+        "Canvas refuses requests without a valid User-Agent; resilient-canvas sends its "
+        "own, so a proxy or a session of yours replaced it, or Canvas blocks it: pass "
+        'user_agent="YourProduct/1.0 (you@example.edu)" to CanvasClient (or '
+        "--user-agent to the command line) to name your product and a contact"
+    ),
     Forbidden: "the user behind the access token is not allowed to do this",
     ResourceDoesNotExist: "the resource does not exist, or the token's user cannot see it",
     MethodNotAllowed: "this endpoint does not accept this HTTP method",
@@ -121,7 +139,7 @@ def _class_for(status: int, view: ResponseHeaders, text: str) -> type[HTTPExcept
     if status == 401:
         return InvalidAccessToken if view.www_authenticate else Unauthorized
     if status == 403:
-        return RateLimitExceeded if _RATE_LIMIT_MARKER in text.lower() else Forbidden
+        return _forbidden_kind(text.lower())
     if status in _BY_STATUS:
         return _BY_STATUS[status]
     if 400 <= status < 500:
@@ -129,6 +147,16 @@ def _class_for(status: int, view: ResponseHeaders, text: str) -> type[HTTPExcept
     if 500 <= status < 600:
         return ServerError
     return HTTPException
+
+
+def _forbidden_kind(text: str) -> type[Forbidden] | type[RateLimitExceeded]:
+    """Tell Canvas's three 403s apart: the legacy throttle, the User-Agent, the rest."""
+    if _RATE_LIMIT_MARKER in text:
+        return RateLimitExceeded
+    if any(marker in text for marker in _USER_AGENT_MARKERS):
+        return UserAgentRejected
+    # A permission error, or a body we do not know: never retried.
+    return Forbidden
 
 
 def classify_response(

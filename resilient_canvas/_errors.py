@@ -289,6 +289,17 @@ class RateLimitExceeded(HTTPException):
     reason_name = "throttled"
 
 
+class UserAgentRejected(Forbidden):
+    """403: Canvas refused the request for its missing or blocked User-Agent.
+
+    Hosted Canvas does so since January 2026. Repeating the request cannot
+    help: the client has to send a User-Agent naming its product and a
+    contact (``CanvasClient(..., user_agent="gradesync/2.1 (it@school.edu)")``).
+    """
+
+    reason_name = "user_agent_rejected"
+
+
 class ResourceDoesNotExist(HTTPException):
     """404: the resource does not exist, or the token's user cannot see it."""
 
@@ -581,6 +592,82 @@ class ProgressFailed(CanvasException):
     """A Canvas background job (a ``Progress``) ended in ``failed``."""
 
     reason_name = "progress_failed"
+
+
+class LocalFileError(CanvasException):
+    """A local file could not be read or written: a full disk, a missing permission.
+
+    Raised by downloads (the partial file is removed first) and uploads;
+    repeating the request cannot help.
+    """
+
+    certainly_not_applied = True
+    reason_name = "local_file_error"
+
+
+class JobStuck(RequestTimeout):
+    """A Canvas job (a Progress, an SIS import) stopped changing: no new state or progress.
+
+    Raised by the job waiters after their ``stuck_after`` seconds; the job may
+    still finish, or may need an administrator.
+    """
+
+    # Polling again at once would see the same stall: not worth a retry.
+    transient = False
+    reason_name = "job_stuck"
+
+
+class SisImportFailed(ProgressFailed):
+    """An SIS import ended ``failed``, ``failed_with_messages`` or ``aborted``.
+
+    ``errors`` holds Canvas's ``processing_errors`` (``[file, message]`` pairs);
+    ``extra["sis_import"]`` the whole final import.
+    """
+
+    reason_name = "sis_import_failed"
+
+
+class GraphQLError(CanvasException):
+    """Canvas's GraphQL answered (200) with ``errors``: a bad query, a limit, a failed field.
+
+    Args:
+        message: The text; by default the errors' messages, joined.
+        errors: The ``errors`` list as Canvas sent it (``message``,
+            ``locations``, ``path``), kept on ``errors``.
+        data: The partial ``data`` Canvas sent along, if any, kept on ``data``.
+
+    The request was read and answered: repeating it gives the same errors.
+    """
+
+    status_code = 400
+    quiet = True
+    reason_name = "graphql_error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        errors: list[Any] | None = None,
+        data: Any = None,
+        *,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        listed = errors or []
+        if message is None and listed:
+            message = "GraphQL query failed: " + "; ".join(_graphql_text(e) for e in listed[:5])
+        super().__init__(message, method=method, url=url)
+        self.errors = redact_data(listed)
+        self.data = data
+
+
+def _graphql_text(error: Any) -> str:
+    if not isinstance(error, Mapping):
+        return str(error)
+    text = str(error.get("message") or "unknown error")
+    path = error.get("path")
+    if isinstance(path, list) and path:
+        text += f" (at {'.'.join(str(p) for p in path)})"
+    return text
 
 
 class RequiredFieldMissing(CanvasException):

@@ -12,6 +12,7 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   │   └── InvalidAccessToken        401 with WWW-Authenticate: bad, expired or revoked token
     │   ├── Forbidden                     403: permission denied
     │   ├── RateLimitExceeded             429, or legacy 403 "Rate Limit Exceeded" (not a Forbidden)
+    │   ├── UserAgentRejected             403 for a missing or blocked User-Agent: not retried
     │   ├── ResourceDoesNotExist          404 (alias NotFound)
     │   │   └── FileNotFound
     │   ├── MethodNotAllowed              405 (alias MethodNotSupported)
@@ -19,6 +20,7 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   │   ├── ConnectTimeout            could not connect in time: never sent
     │   │   ├── ReadTimeout               sent, no answer in time: may have been applied
     │   │   ├── ThrottleTimeout           the deadline passed waiting for our throttle: never sent
+    │   │   ├── JobStuck                  a Canvas job (Progress, SIS import) stopped changing
     │   │   └── GatewayTimeout            504
     │   ├── Conflict                      409
     │   ├── PayloadTooLarge               413
@@ -37,6 +39,9 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   ├── ConnectionDropped             connection lost after sending: may have been applied
     │   └── InvalidResponse               an answer we cannot use (truncated, not JSON, loops)
     ├── ProgressFailed                    a Canvas background job (Progress) failed
+    │   └── SisImportFailed               an SIS import failed or was aborted (messages on .errors)
+    ├── GraphQLError                      Canvas's GraphQL answered with errors (kept on .errors)
+    ├── LocalFileError                    a local file could not be read or written (disk full)
     └── RequiredFieldMissing              a required argument is missing (raised before sending)
 
 Each instance carries what a caller needs without reparsing: ``status_code``,
@@ -76,6 +81,7 @@ from resilient_canvas._errors import (
     FileNotFound,
     Forbidden,
     GatewayTimeout,
+    GraphQLError,
     HeaderExpectationFailed,
     HeaderNotFound,
     HTTPException,
@@ -85,6 +91,8 @@ from resilient_canvas._errors import (
     InvalidRangeType,
     InvalidResponse,
     InvalidUsage,
+    JobStuck,
+    LocalFileError,
     MethodNotAllowed,
     MethodNotSupported,
     NotFound,
@@ -98,6 +106,7 @@ from resilient_canvas._errors import (
     ResourceDoesNotExist,
     ServerError,
     ServiceUnavailable,
+    SisImportFailed,
     ThrottleTimeout,
     TLSError,
     TransportError,
@@ -105,6 +114,7 @@ from resilient_canvas._errors import (
     UnprocessableEntity,
     URITooLong,
     URLBuildError,
+    UserAgentRejected,
     describe_canvas_body,
 )
 from resilient_canvas._translate import AIOHTTP_EXCEPTION_MAP, UnderlyingError, from_aiohttp_error
@@ -124,6 +134,7 @@ __all__ = [
     "FileNotFound",
     "Forbidden",
     "GatewayTimeout",
+    "GraphQLError",
     "HTTPException",
     "HeaderExpectationFailed",
     "HeaderNotFound",
@@ -133,6 +144,8 @@ __all__ = [
     "InvalidRangeType",
     "InvalidResponse",
     "InvalidUsage",
+    "JobStuck",
+    "LocalFileError",
     "MethodNotAllowed",
     "MethodNotSupported",
     "NotFound",
@@ -146,6 +159,7 @@ __all__ = [
     "ResourceDoesNotExist",
     "ServerError",
     "ServiceUnavailable",
+    "SisImportFailed",
     "TLSError",
     "ThrottleTimeout",
     "TransportError",
@@ -154,6 +168,7 @@ __all__ = [
     "Unauthorized",
     "UnderlyingError",
     "UnprocessableEntity",
+    "UserAgentRejected",
     "classify_response",
     "describe_canvas_body",
     "from_aiohttp_error",

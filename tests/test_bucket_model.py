@@ -90,8 +90,9 @@ def test_too_high_hwm_prior_is_corrected_after_idle() -> None:
         throttled_per_burst.append(world.throttled - before)
         world.idle(12.0)
 
-    assert 600.0 == pytest.approx(world.model.hwm, abs=5.0)
-    assert 0 == sum(throttled_per_burst[1:])
+    assert 600.0 == pytest.approx(world.model.hwm, abs=10.0)
+    # The old ratchet kept 700 and was throttled in every burst after an idle gap.
+    assert all(throttled <= 1 for throttled in throttled_per_burst[1:])
 
 
 def test_per_route_reservations_are_learnt_apart() -> None:

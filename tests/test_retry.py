@@ -702,7 +702,8 @@ async def counting() -> AsyncIterator[Counting]:
         "big": lambda: web.Response(
             body=b"[" + b"1," * 2000 + b"1]", content_type="application/json"
         ),
-        "while1": lambda: web.Response(text='while(1);{"id": 1}', content_type="application/json"),
+        # The guard is stripped (issue 17); what follows it is still cut short.
+        "while1": lambda: web.Response(text='while(1);{"id": ', content_type="application/json"),
         "loop": loop,
         "elsewhere": lambda: web.json_response(
             [1], headers={"Link": '<https://evil.test/api/v1/x?page=2>; rel="next"'}

@@ -37,7 +37,10 @@ from resilient_canvas.testing._data import (
     scheme_for,
 )
 from resilient_canvas.testing._faults import Fault, FaultPicker
+from resilient_canvas.testing._files import FileStore
 from resilient_canvas.testing._grading import GRADING_TYPES, GradeError, grade
+from resilient_canvas.testing._graphql import GraphQLEndpoint
+from resilient_canvas.testing._oauth import TOKEN_PATH, OAuthServer
 from resilient_canvas.testing._pagination import bookmark_page, ordinal_page
 from resilient_canvas.testing._params import parse_nested
 from resilient_canvas.testing._settings import (
@@ -46,6 +49,7 @@ from resilient_canvas.testing._settings import (
     latency_rng,
     work_rng,
 )
+from resilient_canvas.testing._sis import SisImports
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Clock = Callable[[], float]
@@ -123,7 +127,15 @@ class CanvasApp:
         self.token = settings.token or "sim-" + secrets.token_urlsafe(24)
         self._clock = clock
         self._sleep = sleep
-        self.app = web.Application(middlewares=[self._canvas_middleware])
+        self.app = web.Application(
+            middlewares=[self._canvas_middleware], client_max_size=64 * 1024**2
+        )
+        #: The second origin uploads go to and downloads come from.
+        self.files = FileStore()
+        self.graphql = GraphQLEndpoint(lambda: self.data)
+        self.sis = SisImports()
+        #: OAuth2 token records, the refresh grant and expiry.
+        self.oauth = OAuthServer()
         self._add_routes()
         self.reset()
 
@@ -144,7 +156,9 @@ class CanvasApp:
 
     def bucket(self, token: str | None = None) -> LeakyBucket:
         """Return the bucket of *token* (the simulator's own token by default)."""
-        key = token_key(token or self.token)
+        # Canvas keys the bucket by the token's record, which survives a refresh.
+        chosen = token or self.token
+        key = token_key(self.oauth.record_of(chosen) or chosen)
         if key not in self.buckets:
             self.buckets[key] = LeakyBucket(self.settings.throttle, self._clock)
         return self.buckets[key]
@@ -186,6 +200,10 @@ class CanvasApp:
     async def _serve(
         self, request: web.Request, handler: Handler, fault: Fault | None
     ) -> web.StreamResponse:
+        # Refused at the edge, before the throttle: no Canvas headers.
+        refused = _refuse_user_agent(request, self.settings)
+        if refused is not None:
+            return refused
         # Load-balancer faults happen in front of Canvas: no Canvas headers.
         if fault is Fault.MAINTENANCE:
             return _html(503, "Canvas is down for scheduled maintenance")
@@ -233,7 +251,12 @@ class CanvasApp:
             return web.json_response(body, status=500), 0.01
         if fault is Fault.HTML_ERROR:
             return _html(500, "We're sorry, but something went wrong"), 0.01
-        denied = _authenticate(token, self.token, self.settings)
+        if request.path == TOKEN_PATH:
+            denied = None  # the grant authenticates the client, not a token
+        elif token is not None and self.oauth.record_of(token) is not None:
+            denied = self.oauth.authenticate(token)
+        else:
+            denied = _authenticate(token, self.token, self.settings)
         if denied is not None:
             return denied, 0.001
         seconds, cost = self._profile_for(request).sample(self._work_rng)
@@ -251,6 +274,9 @@ class CanvasApp:
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError
+        if isinstance(response, web.Response) and _guards_json(request, response, self.settings):
+            body = response.body if isinstance(response.body, bytes) else b""
+            response.body = JSON_GUARD + body
         if fault is Fault.MALFORMED_JSON and isinstance(response, web.Response):
             body = response.body if isinstance(response.body, bytes) else b"{}"
             response.body = body[: max(1, len(body) // 2)]
@@ -339,6 +365,10 @@ class CanvasApp:
         r.add_post(base + "/update_grades", self._update_grades)
         r.add_put(base + "/{user_id}", self._grade_submission)
         r.add_get("/api/v1/progress/{progress_id}", self._get_progress)
+        self.files.add_canvas_routes(r)
+        r.add_post("/api/graphql", self.graphql.handle)
+        self.sis.add_routes(r)
+        r.add_post(TOKEN_PATH, self.oauth.grant)
 
     async def _list_courses(self, request: web.Request) -> web.Response:
         params = _query(request)
@@ -601,6 +631,37 @@ def _token_of(request: web.Request) -> str | None:
     return request.query.get("access_token") or None
 
 
+#: What Canvas puts in front of JSON for a client that did not ask for JSON.
+JSON_GUARD = b"while(1);"
+
+#: Hosted Canvas's answer to a request without a valid User-Agent (the wording
+#: Instructure announced; the exact text may differ).
+USER_AGENT_REFUSAL = {
+    "error": "Forbidden",
+    "message": "You are not authorized to access this site because you have not provided "
+    "a valid user agent.",
+}
+
+
+def _refuse_user_agent(request: web.Request, settings: SimulatorSettings) -> web.Response | None:
+    if not settings.require_user_agent:
+        return None
+    agent = request.headers.get("User-Agent", "").strip()
+    lowered = agent.lower()
+    if agent and not any(blocked.lower() in lowered for blocked in settings.blocked_user_agents):
+        return None
+    return web.json_response(USER_AGENT_REFUSAL, status=403)
+
+
+def _guards_json(request: web.Request, response: web.Response, settings: SimulatorSettings) -> bool:
+    if settings.json_guard == "never" or response.content_type != "application/json":
+        return False
+    if settings.json_guard == "always":
+        return True
+    accept = request.headers.get("Accept", "*/*").lower()
+    return "json" not in accept and "*/*" not in accept
+
+
 def _authenticate(
     token: str | None, valid: str, settings: SimulatorSettings
 ) -> web.Response | None:
@@ -746,6 +807,7 @@ class CanvasSimulator:
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
+        self._store_runner: web.AppRunner | None = None
         self.base_url: str = ""
 
     @property
@@ -777,6 +839,21 @@ class CanvasSimulator:
         """The throttle bucket of *token* (the simulator's token by default)."""
         return self._canvas.bucket(token)
 
+    @property
+    def oauth(self) -> OAuthServer:
+        """OAuth2 token records: ``authorize()`` one, ``expire()`` its token, count ``grants``."""
+        return self._canvas.oauth
+
+    @property
+    def sis(self) -> SisImports:
+        """The SIS imports received; force outcomes with ``next_outcomes``."""
+        return self._canvas.sis
+
+    @property
+    def files(self) -> FileStore:
+        """The file store: a second origin that records the Authorization headers it sees."""
+        return self._canvas.files
+
     def reset(self) -> None:
         """Restore data, buckets, faults and statistics; the server keeps running."""
         self._canvas.reset()
@@ -795,13 +872,31 @@ class CanvasSimulator:
         sockets = runner.addresses
         host, port = sockets[0][0], sockets[0][1]
         self.base_url = str(URL.build(scheme="http", host=host, port=port))
+        # The store: same interface, another port, so another origin.
+        store = web.AppRunner(
+            self._canvas.files.store_app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=0.1,
+        )
+        await store.setup()
+        await web.TCPSite(store, self._host, 0).start()
+        self._store_runner = store
+        store_host, store_port = store.addresses[0][0], store.addresses[0][1]
+        self._canvas.files.base_url = str(
+            URL.build(scheme="http", host=store_host, port=store_port)
+        )
         return self.base_url
 
     async def stop(self) -> None:
         """Stop serving; safe to call twice."""
         runner, self._runner = self._runner, None
+        store, self._store_runner = self._store_runner, None
         if runner is not None:
             await runner.cleanup()
+        if store is not None:
+            await store.cleanup()
+        self._canvas.files.close()
 
     async def __aenter__(self) -> CanvasSimulator:
         await self.start()

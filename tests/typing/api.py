@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from typing import Any
 
-from resilient_canvas import CanvasClient, RetryPolicy, resilient
+from resilient_canvas import CanvasClient, RetryPolicy, SisImportResult, resilient
 from resilient_canvas.exceptions import CanvasException, classify_response
 
 
@@ -25,5 +27,15 @@ async def use() -> None:
         data = await canvas.get("courses/1", params={"include": ["teachers"]})
         async for item in canvas.paginate("courses"):
             print(item, data)
+        created: dict[str, Any] = await canvas.upload(
+            Path("syllabus.pdf"), to="courses/1/files", on_duplicate="rename"
+        )
+        written: Path = await canvas.download(created, Path("copy.pdf"))
+        graph: dict[str, Any] = await canvas.graphql("{ course(id: 1) { name } }", {"a": 1})
+        async for node in canvas.graphql_nodes("q", connection="course.enrollmentsConnection"):
+            print(node, written, graph)
+        started: dict[str, Any] = await canvas.start_sis_import(1, b"user_id\n", batch_mode=True)
+        outcome: SisImportResult = await canvas.wait_for_sis_import(1, started, within=60)
+        print(outcome.warnings, outcome.counts)
     error: CanvasException = classify_response(404, {}, b"")
     print(result, text, error.status_code)
