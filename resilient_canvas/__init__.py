@@ -13,6 +13,7 @@ from resilient_canvas._client import (
 from resilient_canvas._encoding import encode_params, require
 from resilient_canvas._history import Attempt, AttemptHistory
 from resilient_canvas._policy import BudgetSettings, RetryBudget, RetryPolicy
+from resilient_canvas._reconcile import CheckReader, Reconciler, Write
 from resilient_canvas._redis_throttle import RedisThrottle
 from resilient_canvas._retry import raise_for_canvas_status, resilient
 from resilient_canvas._throttle import (
@@ -38,6 +39,7 @@ from resilient_canvas.exceptions import (
     HTTPException,
     InvalidAccessToken,
     InvalidResponse,
+    OutcomeUnknown,
     ProgressFailed,
     RateLimitExceeded,
     ReadTimeout,
@@ -66,6 +68,7 @@ __all__ = [
     "CanvasClient",
     "CanvasException",
     "CanvasResponse",
+    "CheckReader",
     "ClientState",
     "Conflict",
     "ConnectError",
@@ -79,10 +82,12 @@ __all__ = [
     "InvalidResponse",
     "Observation",
     "Outcome",
+    "OutcomeUnknown",
     "Permit",
     "ProgressFailed",
     "RateLimitExceeded",
     "ReadTimeout",
+    "Reconciler",
     "RedisThrottle",
     "RequestTimeout",
     "RequiredFieldMissing",
@@ -98,6 +103,7 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "UnprocessableEntity",
+    "Write",
     "__version__",
     "classify_response",
     "clear_throttles",

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import aiohttp
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from resilient_canvas._body import read_body, read_error_body, too_large
 from resilient_canvas._bulk import BulkProgress, BulkResult, run_bulk
+from resilient_canvas._checks import BUILTIN_RECONCILERS, known_idempotency
 from resilient_canvas._encoding import Params, encode_params
 from resilient_canvas._http import (
     ResponseHeaders,
@@ -29,6 +30,8 @@ from resilient_canvas._http import (
 )
 from resilient_canvas._links import parse_links
 from resilient_canvas._policy import RetryBudget, RetryPolicy, Seconds
+from resilient_canvas._reconcile import Described, Reconciler, Write
+from resilient_canvas._reconcile import reconcile as reconcile_write
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
 from resilient_canvas._secret import AccessToken
 from resilient_canvas._throttle import Observation, Throttle, throttle_for
@@ -91,6 +94,9 @@ class CanvasResponse:
             report or a file downloaded with :meth:`CanvasClient.request`.
         link_errors: Why a relation of the ``Link`` header could not be used
             (malformed, not http(s), two targets), by relation.
+        reconciled: True when this is not the write's own answer but what a
+            check found after the write's outcome was unknown (then only
+            ``data``, ``status`` and ``url`` are meaningful).
     """
 
     status: int
@@ -102,6 +108,7 @@ class CanvasResponse:
     request_cost: float | None
     content: bytes = b""
     link_errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    reconciled: bool = False
 
     @property
     def next_url(self) -> URL | None:
@@ -171,6 +178,10 @@ class CanvasClient:
         max_body_size: Largest response body read, in bytes once decoded
             (32 MiB); a larger one raises ``InvalidResponse`` instead of
             filling memory. Error bodies keep only their first 64 KiB.
+        reconcilers: Checks for writes whose outcome is unknown, by route
+            template (``"POST /api/v1/courses/:id/enrollments"``), over the
+            built-in ones; None for a route turns its built-in check off
+            (docs/write-safety.md).
 
     Raises:
         ValueError: If *base_url* is not an absolute http(s) URL or the token is empty.
@@ -191,6 +202,7 @@ class CanvasClient:
         sleep: Sleep = asyncio.sleep,
         redis_url: str | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        reconcilers: Mapping[str, Reconciler | None] | None = None,
     ) -> None:
         # Wrapped first and the bare string dropped: a traceback that shows
         # frame locals (structlog, rich) would otherwise print it.
@@ -238,6 +250,7 @@ class CanvasClient:
         self._sleep = sleep
         self._state = ClientState.UNOPENED
         self._resolved: dict[str, URL] = {}
+        self.reconcilers = _reconcilers(reconcilers)
 
     def __repr__(self) -> str:
         return (
@@ -317,6 +330,7 @@ class CanvasClient:
         idempotent: bool | None = None,
         timeout: Timeout = None,  # noqa: ASYNC109 - httpx's per-call timeout=
         deadline: Seconds | None = None,
+        reconcile: Reconciler | None = None,
     ) -> CanvasResponse:
         """Send one request with pacing, retries and classification.
 
@@ -338,6 +352,8 @@ class CanvasClient:
                 ``timeout``); None uses the client's.
             deadline: Seconds allowed for the whole call, retries and waits
                 included; None uses the policy's.
+            reconcile: The check to run if this write's outcome is unknown;
+                None uses the client's check for the route, if any.
 
         Returns:
             The response.
@@ -348,7 +364,7 @@ class CanvasClient:
             RuntimeError: If the client is closed.
         """
         url = self._resolve(path)
-        call = _call_options(idempotent, timeout, deadline, expect_json=False)
+        call = _call_options(idempotent, timeout, deadline, expect_json=False, reconcile=reconcile)
         return await self._send(method.upper(), url, params, data, json, call)
 
     async def get(
@@ -374,9 +390,16 @@ class CanvasClient:
         idempotent: bool | None = None,
         timeout: Timeout = None,  # noqa: ASYNC109 - httpx's per-call timeout=
         deadline: Seconds | None = None,
+        reconcile: Reconciler | None = None,
     ) -> Any:
-        """POST and return the decoded JSON. Not repeated after a possibly applied failure."""
-        call = _call_options(idempotent, timeout, deadline)
+        """POST and return the decoded JSON.
+
+        Never repeated blindly after a failure that may have been applied: with
+        a check (*reconcile*, or the client's for the route) the write is
+        looked up, then returned if found or repeated once if not; without
+        one the failure is raised (docs/write-safety.md).
+        """
+        call = _call_options(idempotent, timeout, deadline, reconcile=reconcile)
         return (await self._send("POST", self._resolve(path), params, data, json, call)).data
 
     async def put(
@@ -628,11 +651,15 @@ class CanvasClient:
         query = encode_params(params)
         form = encode_params(data) if data is not None else None
         safe_url = redact_url(url.update_query(query) if query else url) or ""
+        route = f"{method} {route_template(url.path)}"
+        idempotent = call.idempotent
+        if idempotent is None and method != "GET":
+            idempotent = known_idempotency(route, form or ())
         info = CallInfo(
             method=method,
             url=safe_url,
-            route=f"{method} {route_template(url.path)}",
-            idempotent=call.idempotent,
+            route=route,
+            idempotent=idempotent,
             token=self.fingerprint,
         )
         timeout = self._timeout if call.timeout is None else client_timeout(call.timeout)
@@ -662,6 +689,11 @@ class CanvasClient:
             finally:
                 del outcome
 
+        check = call.reconcile or self.reconcilers.get(route)
+        on_unknown = None
+        if check is not None and method != "GET":
+            write = _Pending(method, url.path, route, query, form, json_body)
+            on_unknown = self._reconciler_hook(check, write, attempt, policy, info)
         return await call_with_retries(
             attempt,
             policy=policy,
@@ -671,6 +703,7 @@ class CanvasClient:
             observe=_observation,
             clock=self._clock,
             sleep=self._sleep,
+            on_outcome_unknown=on_unknown,
         )
 
     async def _exchange(
@@ -711,6 +744,109 @@ class CanvasClient:
                 return too_large(method, safe_url, self.max_body_size)
             return _decode(response, body, method, safe_url, call.expect_json)
 
+    # ------------------------------------------ reconciling unknown outcomes
+
+    def _reconciler_hook(
+        self,
+        check: Reconciler,
+        pending: _Pending,
+        attempt: Callable[[], Awaitable[CanvasResponse]],
+        policy: RetryPolicy,
+        info: CallInfo,
+    ) -> Callable[[CanvasException, float], Awaitable[CanvasResponse]]:
+        """What runs when retrying gives up on a write that may have been applied."""
+        sent_at = dt.datetime.now(dt.UTC)
+
+        async def on_unknown(failure: CanvasException, left: float) -> CanvasResponse:
+            # Checks and the repeat share the call's throttle and what is left of its deadline.
+            reader = _DeadlineReader(self, self._clock() + left)
+            write = pending.write(sent_at)
+            return await reconcile_write(
+                failure,
+                check=lambda: check(write, reader),
+                repeat=lambda: call_with_retries(
+                    attempt,
+                    policy=dataclasses.replace(policy, deadline=reader.left()),
+                    throttle=self.throttle,
+                    budget=self.budget,
+                    info=info,
+                    observe=_observation,
+                    clock=self._clock,
+                    sleep=self._sleep,
+                ),
+                found=lambda data: _found_response(data, info.url or ""),
+                described=Described(info.method, info.url, _name_of(check), token=self.fingerprint),
+            )
+
+        return on_unknown
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A write as sent, turned into a :class:`Write` only if a check needs it."""
+
+    method: str
+    path: str
+    route: str
+    query: list[tuple[str, str]]
+    form: list[tuple[str, str]] | None
+    json_body: Any
+
+    def write(self, sent_at: dt.datetime) -> Write:
+        body = self.form
+        if body is None:
+            body = encode_params(self.json_body) if isinstance(self.json_body, Mapping) else []
+        return Write(self.method, self.path, self.route, (*self.query, *body), sent_at)
+
+
+class _DeadlineReader:
+    """The client's reads for a check, bounded by what is left of the write's deadline."""
+
+    def __init__(self, client: CanvasClient, until: float) -> None:
+        self._client = client
+        self._until = until
+
+    def left(self) -> float:
+        # A passed deadline still gets a sliver: the read then times out at
+        # once, and the check's failure says so.
+        return max(0.001, self._until - self._client._clock())
+
+    async def get(self, path: str, *, params: Any = None) -> Any:
+        return await self._client.get(path, params=params, deadline=self.left())
+
+    def paginate(self, path: str, *, params: Any = None) -> AsyncIterator[Any]:
+        return self._client.paginate(path, params=params, deadline=self.left())
+
+
+def _reconcilers(given: Mapping[str, Reconciler | None] | None) -> dict[str, Reconciler]:
+    """The built-in checks with the caller's over them; None turns a route's check off."""
+    merged: dict[str, Reconciler | None] = {**BUILTIN_RECONCILERS, **(given or {})}
+    for route in given or {}:
+        method, _, path = route.partition(" ")
+        if not method.isupper() or not path.startswith("/"):
+            raise ValueError(
+                f"A reconcilers key is a route template like "
+                f"'POST /api/v1/courses/:id/enrollments', not {route!r}."
+            )
+    return {route: check for route, check in merged.items() if check is not None}
+
+
+def _found_response(data: Any, url: str) -> CanvasResponse:
+    return CanvasResponse(
+        status=200,
+        headers=CIMultiDictProxy(CIMultiDict()),
+        data=data,
+        url=url,
+        links={},
+        rate_limit_remaining=None,
+        request_cost=None,
+        reconciled=True,
+    )
+
+
+def _name_of(check: object) -> str:
+    return str(getattr(check, "__qualname__", None) or type(check).__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class _Call:
@@ -720,6 +856,7 @@ class _Call:
     timeout: Timeout
     deadline: Seconds | None
     expect_json: bool = True
+    reconcile: Reconciler | None = None
 
 
 #: The options of a call that sets none, built once: most calls set none, and
@@ -729,11 +866,16 @@ _DEFAULT_RAW_CALL = _Call(None, None, None, expect_json=False)
 
 
 def _call_options(
-    idempotent: bool | None, timeout: Timeout, deadline: Seconds | None, *, expect_json: bool = True
+    idempotent: bool | None,
+    timeout: Timeout,
+    deadline: Seconds | None,
+    *,
+    expect_json: bool = True,
+    reconcile: Reconciler | None = None,
 ) -> _Call:
-    if idempotent is None and timeout is None and deadline is None:
+    if idempotent is None and timeout is None and deadline is None and reconcile is None:
         return _DEFAULT_JSON_CALL if expect_json else _DEFAULT_RAW_CALL
-    return _Call(idempotent, timeout, deadline, expect_json)
+    return _Call(idempotent, timeout, deadline, expect_json, reconcile)
 
 
 def client_timeout(value: Timeout) -> aiohttp.ClientTimeout:

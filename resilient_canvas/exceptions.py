@@ -37,7 +37,8 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   ├── ConnectionDropped             connection lost after sending: may have been applied
     │   └── InvalidResponse               an answer we cannot use (truncated, not JSON, loops)
     ├── ProgressFailed                    a Canvas background job (Progress) failed
-    └── RequiredFieldMissing              a required argument is missing (raised before sending)
+    ├── RequiredFieldMissing              a required argument is missing (raised before sending)
+    └── OutcomeUnknown                    a write may have been applied and its check could not tell
 
 Each instance carries what a caller needs without reparsing: ``status_code``,
 ``method``, ``url`` (credentials removed), ``retry_after``,
@@ -88,6 +89,7 @@ from resilient_canvas._errors import (
     MethodNotAllowed,
     MethodNotSupported,
     NotFound,
+    OutcomeUnknown,
     PayloadTooLarge,
     ProgressFailed,
     RangeNotSatisfiable,
@@ -136,6 +138,7 @@ __all__ = [
     "MethodNotAllowed",
     "MethodNotSupported",
     "NotFound",
+    "OutcomeUnknown",
     "PayloadTooLarge",
     "ProgressFailed",
     "RangeNotSatisfiable",
