@@ -408,7 +408,20 @@ def resilient(
     budget: RetryBudget | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
-    reconcile: Callable[P, Awaitable[Sequence[T] | None]] | None = None,
+    reconcile: None = None,
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]: ...
+
+
+@overload
+def resilient(
+    *,
+    policy: RetryPolicy | None = None,
+    throttle: Throttle | None = None,
+    idempotent: bool | None = None,
+    budget: RetryBudget | None = None,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+    reconcile: Callable[P, Awaitable[Sequence[T] | None]],
 ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]: ...
 
 
