@@ -689,9 +689,10 @@ class CanvasClient:
             finally:
                 del outcome
 
-        check = call.reconcile or self.reconcilers.get(route)
+        # A write whose outcome is unknown is looked up by its check, if it has one.
+        check = None if method == "GET" else call.reconcile or self.reconcilers.get(route)
         on_unknown = None
-        if check is not None and method != "GET":
+        if check is not None:
             write = _Pending(method, url.path, route, query, form, json_body)
             on_unknown = self._reconciler_hook(check, write, attempt, policy, info)
         return await call_with_retries(
