@@ -22,6 +22,7 @@ from resilient_canvas._checks import known_idempotency
 from resilient_canvas._reconcile import Reconciliation, Verdict
 from resilient_canvas.testing import (
     CanvasSimulator,
+    DataSettings,
     FakeClock,
     Fault,
     FaultSettings,
@@ -469,6 +470,32 @@ async def test_map_counts_reconciled_repeated_and_failed(
     ]
     assert (1, 1, 1) == (result.reconciled, result.repeated, result.failed)
     assert isinstance(result.outcomes[3].error, exc.OutcomeUnknown)
+
+
+async def test_bulk_enrollments_with_lost_answers_end_clean() -> None:
+    """Issue 18's workload, small: lost answers and 503s give 0 duplicates and 0 failures."""
+    clock = FakeClock()
+    faults = FaultSettings(
+        rates={Fault.DROP_AFTER_WRITE: 0.05, Fault.MAINTENANCE: 0.03},
+        methods=frozenset({"POST"}),
+        seed=4,
+    )
+    data = DataSettings(courses=2, students_per_course=200, assignments_per_course=0)
+    settings = SimulatorSettings.instant(faults=faults, data=data)
+    async with CanvasSimulator(settings, clock=clock, sleep=clock.sleep) as sim:
+        students = [e["user_id"] for e in sim.data.enrollments[102] if e["user_id"] != 1]
+        async with _client(sim, clock) as canvas:
+
+            async def enroll(user_id: int) -> Any:
+                form = {"enrollment": {"user_id": user_id, "type": "StudentEnrollment"}}
+                return await canvas.post("courses/101/enrollments", data=form)
+
+            result = await canvas.map(enroll, students, concurrency=1)
+        drops, unavailable = sim.stats.faults["drop_after_write"], sim.stats.faults["maintenance"]
+
+    assert drops > 0
+    assert unavailable > 0
+    assert (0, 0, drops) == (result.failed, sim.stats.duplicate_writes, result.reconciled)
 
 
 # ------------------------------------------------------------- @resilient
