@@ -14,6 +14,7 @@ from resilient_canvas import (
     CanvasClient,
     CheckReader,
     RetryPolicy,
+    Throttle,
     Write,
     resilient,
 )
@@ -158,6 +159,21 @@ async def test_dropped_enrollment_is_found_not_repeated(
             "after_repeat": False,
         }
     ] == logs
+
+
+async def test_check_reads_go_through_the_client_throttle(
+    world: tuple[CanvasSimulator, FakeClock],
+) -> None:
+    """The check's read is paced by the write's throttle, which learns its route's cost."""
+    sim, clock = world
+    _schedule(sim, {1: Fault.DROP_AFTER_WRITE})
+    throttle = Throttle(clock=clock, sleep=clock.sleep)
+    async with CanvasClient(
+        sim.base_url, sim.token, throttle=throttle, clock=clock, sleep=clock.sleep
+    ) as canvas:
+        await canvas.post(ENROLL[0], data=ENROLL[1])
+
+    assert 0.002 == throttle.route_cost("GET /api/v1/courses/:id/enrollments")
 
 
 async def test_timed_out_enrollment_is_found() -> None:
