@@ -183,6 +183,10 @@ BUILTIN_RECONCILERS: Mapping[str, Reconciler] = {
 }
 
 
+#: The routes :func:`known_idempotency` knows something about.
+IDEMPOTENCY_ROUTES = frozenset({SUBMISSION_ROUTE, UPDATE_GRADES_ROUTE})
+
+
 def known_idempotency(route: str, params: Sequence[tuple[str, str]]) -> bool | None:
     """Whether Canvas makes this write idempotent, where its method says otherwise.
 

@@ -21,7 +21,7 @@ from yarl import URL
 
 from resilient_canvas._body import read_body, read_error_body, too_large
 from resilient_canvas._bulk import BulkProgress, BulkResult, run_bulk
-from resilient_canvas._checks import BUILTIN_RECONCILERS, known_idempotency
+from resilient_canvas._checks import BUILTIN_RECONCILERS, IDEMPOTENCY_ROUTES, known_idempotency
 from resilient_canvas._encoding import Params, encode_params
 from resilient_canvas._http import (
     ResponseHeaders,
@@ -653,8 +653,9 @@ class CanvasClient:
         safe_url = redact_url(url.update_query(query) if query else url) or ""
         route = f"{method} {route_template(url.path)}"
         idempotent = call.idempotent
-        if idempotent is None and method != "GET":
-            idempotent = known_idempotency(route, form or ())
+        if idempotent is None and route in IDEMPOTENCY_ROUTES:
+            body = form if form is not None else encode_params(_mapping_or_none(json_body))
+            idempotent = known_idempotency(route, body)
         info = CallInfo(
             method=method,
             url=safe_url,
@@ -796,8 +797,13 @@ class _Pending:
     def write(self, sent_at: dt.datetime) -> Write:
         body = self.form
         if body is None:
-            body = encode_params(self.json_body) if isinstance(self.json_body, Mapping) else []
+            body = encode_params(_mapping_or_none(self.json_body))
         return Write(self.method, self.path, self.route, (*self.query, *body), sent_at)
+
+
+def _mapping_or_none(json_body: Any) -> Mapping[str, Any] | None:
+    """A JSON object body, read as Canvas reads parameters; None for any other body."""
+    return json_body if isinstance(json_body, Mapping) else None
 
 
 class _DeadlineReader:

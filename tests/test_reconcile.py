@@ -418,13 +418,17 @@ async def test_builtin_check_finds_a_dropped_write(
     assert ["canvas.write_reconciled"] == [log["event"] for log in logs]
 
 
-async def test_comment_put_is_checked_not_retried(world: tuple[CanvasSimulator, FakeClock]) -> None:
-    """A grading PUT with a comment is not idempotent: it is looked up, and posted once."""
+@pytest.mark.parametrize("body", ["data", "json"])
+async def test_comment_put_is_checked_not_retried(
+    world: tuple[CanvasSimulator, FakeClock], body: str
+) -> None:
+    """A grading PUT with a comment (form or JSON) is not idempotent: looked up, posted once."""
     sim, clock = world
     _schedule(sim, {1: Fault.DROP_AFTER_WRITE})
     path = "courses/101/assignments/101001/submissions/101"
     async with _client(sim, clock) as canvas:
-        found = await canvas.put(path, data={"comment": {"text_comment": "Well done"}})
+        comment = {"comment": {"text_comment": "Well done"}}
+        found = await canvas.put(path, **{body: comment})
 
     assert ["Well done"] == [c["comment"] for c in found["submission_comments"]]
     assert (1, 0, {"PUT": 1, "GET": 2}) == (
