@@ -30,7 +30,8 @@ from resilient_canvas._http import (
 )
 from resilient_canvas._links import parse_links
 from resilient_canvas._policy import RetryBudget, RetryPolicy, Seconds
-from resilient_canvas._reconcile import Described, Reconciler, Write
+from resilient_canvas._policy import seconds as in_seconds
+from resilient_canvas._reconcile import Described, Reconciler, Settle, Write
 from resilient_canvas._reconcile import reconcile as reconcile_write
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
 from resilient_canvas._secret import AccessToken
@@ -761,8 +762,12 @@ class CanvasClient:
 
         async def on_unknown(failure: CanvasException, left: float) -> CanvasResponse:
             # Checks and the repeat share the call's throttle and what is left of its deadline.
-            reader = _DeadlineReader(self, self._clock() + left)
+            until = self._clock() + left
+            reader = _DeadlineReader(self, until)
             write = pending.write(sent_at)
+            settle = Settle(
+                in_seconds(policy.attempt_timeout), self._sleep, lambda: until - self._clock()
+            )
             return await reconcile_write(
                 failure,
                 check=lambda: check(write, reader),
@@ -778,6 +783,7 @@ class CanvasClient:
                 ),
                 found=lambda data: _found_response(data, info.url or ""),
                 described=Described(info.method, info.url, _name_of(check), token=self.fingerprint),
+                settle=settle,
             )
 
         return on_unknown

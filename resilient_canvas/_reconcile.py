@@ -7,7 +7,9 @@ leaves the caller to find out by hand. With a *check* (a read that answers
 
 - the check finds exactly one candidate: the write happened; the call
   returns that object, flagged as reconciled;
-- the check finds nothing: the write did not happen; it is repeated, once;
+- the check finds nothing: the write did not happen; it is repeated, once.
+  After a timeout Canvas may still be running the write, so "nothing" is
+  only trusted after a second look, one attempt timeout later;
 - the check fails, or finds two or more candidates: the call raises
   :class:`~resilient_canvas.exceptions.OutcomeUnknown` with both causes;
 - the check returns None (it cannot look this write up): the original
@@ -29,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from resilient_canvas import _logging
-from resilient_canvas._errors import CanvasException, OutcomeUnknown
+from resilient_canvas._config import is_testing
+from resilient_canvas._errors import CanvasException, OutcomeUnknown, RequestTimeout
 from resilient_canvas._secret import redact
 
 T = TypeVar("T")
@@ -106,6 +109,9 @@ class Verdict(enum.Enum):
     FOUND = "found"
     #: Nothing found: send the write again (once).
     REPEAT = "repeat"
+    #: Nothing found yet, but the write timed out and Canvas may still be
+    #: running it: look again after a pause before trusting "not found".
+    LOOK_AGAIN = "look_again"
     #: Nothing found after the repeat failed too: not sent a third time.
     NOT_FOUND_AFTER_REPEAT = "not_found_after_repeat"
     #: Two or more candidates: a person must look.
@@ -120,12 +126,22 @@ class Reconciliation:
 
     Attributes:
         repeated: Whether the write has been sent again after "not found".
+        looked_again: Whether "not found" was checked a second time, after a pause.
     """
 
     repeated: bool = False
+    looked_again: bool = False
 
-    def after_check(self, candidates: Sequence[Any] | None) -> Verdict:
-        """Decide what follows a check that returned *candidates*."""
+    def after_check(
+        self, candidates: Sequence[Any] | None, *, may_still_run: bool = False
+    ) -> Verdict:
+        """Decide what follows a check that returned *candidates*.
+
+        Args:
+            candidates: What the check returned.
+            may_still_run: The failure was a timeout: Canvas may still be
+                applying the write, so a first "not found" is not trusted.
+        """
         if candidates is None:
             return Verdict.UNCHECKABLE
         if len(candidates) == 1:
@@ -136,8 +152,27 @@ class Reconciliation:
             # A write whose repeat also failed is not sent a third time: the
             # promise is "at most once more", whatever the check says.
             return Verdict.NOT_FOUND_AFTER_REPEAT
+        if may_still_run and not self.looked_again:
+            self.looked_again = True
+            return Verdict.LOOK_AGAIN
         self.repeated = True
         return Verdict.REPEAT
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """How to take the second look at a timed-out write that was not found.
+
+    Attributes:
+        seconds: The pause before looking again (the attempt timeout: Canvas
+            gets as long again as the client waited for its answer).
+        pause: How the pause passes.
+        time_left: Seconds left of the write's deadline.
+    """
+
+    seconds: float
+    pause: Callable[[float], Awaitable[None]]
+    time_left: Callable[[], float]
 
 
 @dataclass(slots=True)
@@ -200,6 +235,7 @@ async def reconcile(
     repeat: Callable[[], Awaitable[T]],
     found: Callable[[Any], T],
     described: Described,
+    settle: Settle | None = None,
 ) -> T:
     """Find out whether a write whose outcome is unknown happened; repeat it at most once.
 
@@ -210,6 +246,8 @@ async def reconcile(
             that were certainly not applied.
         found: Turns the object a check found into the call's result.
         described: What events and errors name.
+        settle: How to look again before repeating a timed-out write; None
+            repeats at once.
 
     Returns:
         What the check found (through *found*), or the repeated write's answer.
@@ -229,7 +267,9 @@ async def reconcile(
             # A failed read, or a bug in a user's check: the write's outcome
             # stays unknown and the error says so, with the check's error attached.
             raise _unknown(failure, described, check_error=check_error) from check_error
-        verdict = decision.after_check(candidates)
+        # A timeout leaves Canvas possibly still at work; a dropped connection does not.
+        may_still_run = settle is not None and isinstance(failure, RequestTimeout)
+        verdict = decision.after_check(candidates, may_still_run=may_still_run)
         if verdict is Verdict.FOUND:
             assert candidates is not None
             _logging.logger.info(
@@ -237,6 +277,7 @@ async def reconcile(
                 **_fields(described, failure),
                 found_id=_id_of(candidates[0]),
                 after_repeat=decision.repeated,
+                looked_again=decision.looked_again,
             )
             if notes is not None:
                 notes.reconciled += 1
@@ -250,9 +291,17 @@ async def reconcile(
                 checkable=False,
             )
             raise failure
+        if verdict is Verdict.LOOK_AGAIN:
+            assert settle is not None
+            if settle.time_left() <= settle.seconds:
+                raise _unknown(failure, described, not_yet=True)
+            await settle.pause(0.0 if is_testing() else settle.seconds)
+            continue
         if verdict is not Verdict.REPEAT:
             raise _unknown(failure, described, candidates=list(candidates or ()))
-        _logging.logger.warning(WRITE_REPEATED, **_fields(described, failure))
+        _logging.logger.warning(
+            WRITE_REPEATED, **_fields(described, failure), looked_again=decision.looked_again
+        )
         if notes is not None:
             notes.repeated += 1
         try:
@@ -282,6 +331,7 @@ def _unknown(
     *,
     check_error: BaseException | None = None,
     candidates: list[Any] | None = None,
+    not_yet: bool = False,
 ) -> OutcomeUnknown:
     what = described.what
     if check_error is not None:
@@ -294,6 +344,12 @@ def _unknown(
             "Look at the candidates (error.candidates): at most one of them is this write; "
             "remove the extra one if the write was made twice."
         )
+    elif not_yet:
+        why = (
+            f"its check {described.check} did not find it, but Canvas may still be working "
+            "on it and the deadline leaves no time to look again"
+        )
+        look = "Look it up again in a minute, before sending it again."
     else:
         why = f"its check {described.check} did not find it after it was repeated once"
         look = (

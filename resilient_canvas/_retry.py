@@ -36,6 +36,7 @@ from resilient_canvas._policy import RetryBudget, RetryPolicy, seconds
 from resilient_canvas._reconcile import (
     MAY_HAVE_BEEN_APPLIED,
     Described,
+    Settle,
     outcome_unknown,
 )
 from resilient_canvas._reconcile import reconcile as reconcile_write
@@ -505,12 +506,15 @@ def resilient(
                     return dataclasses.replace(policy or DEFAULT_POLICY, deadline=left_now)
 
                 check_info = CallInfo(idempotent=True, label=_name_of(check))
+                waits = seconds((policy or DEFAULT_POLICY).attempt_timeout)
+                settle = Settle(waits, sleep, lambda: until - clock())
                 return await reconcile_write(
                     failure,
                     check=lambda: run(lambda: check(*args, **kwargs), remaining(), check_info),
                     repeat=lambda: run(lambda: fn(*args, **kwargs), remaining()),
                     found=_same,
                     described=Described(None, None, _name_of(check), label=info.label),
+                    settle=settle,
                 )
 
             return await run(lambda: fn(*args, **kwargs), on_unknown=on_unknown)

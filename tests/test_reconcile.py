@@ -20,7 +20,7 @@ from resilient_canvas import (
 )
 from resilient_canvas import exceptions as exc
 from resilient_canvas._checks import known_idempotency
-from resilient_canvas._reconcile import Reconciliation, Verdict
+from resilient_canvas._reconcile import Described, Reconciliation, Settle, Verdict, reconcile
 from resilient_canvas.testing import (
     CanvasSimulator,
     DataSettings,
@@ -75,6 +75,64 @@ def _enrollments_of(sim: CanvasSimulator, user_id: int) -> list[dict[str, Any]]:
 def test_first_check_decides(candidates: list[Any] | None, expected: Verdict) -> None:
     """One candidate is found, none repeats, two are ambiguous, None cannot tell."""
     assert expected == Reconciliation().after_check(candidates)
+
+
+def test_timed_out_write_is_looked_at_twice_before_repeating() -> None:
+    """After a timeout, a first "not found" is not trusted: look again, then repeat."""
+    decision = Reconciliation()
+
+    verdicts = [decision.after_check([], may_still_run=True) for _ in range(3)]
+
+    assert [Verdict.LOOK_AGAIN, Verdict.REPEAT, Verdict.NOT_FOUND_AFTER_REPEAT] == verdicts
+
+
+async def test_second_look_finds_a_write_canvas_was_still_running() -> None:
+    """A write applied while the check paused is found on the second look, not repeated."""
+    answers: list[list[str]] = [[], ["late enrollment"]]
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    async def never() -> str:
+        raise AssertionError("repeated")
+
+    async def check() -> list[str]:
+        return answers.pop(0)
+
+    found = await reconcile(
+        exc.ReadTimeout("slow", method="POST"),
+        check=check,
+        repeat=never,
+        found=str,
+        described=Described("POST", "https://c.test/x", "check"),
+        settle=Settle(2.0, pause, lambda: 60.0),
+    )
+
+    assert ("late enrollment", [2.0]) == (found, pauses)
+
+
+async def test_no_time_for_a_second_look_is_outcome_unknown() -> None:
+    """Without deadline left for the pause, a timed-out write is reported, not repeated."""
+
+    async def never() -> str:
+        raise AssertionError("repeated")
+
+    async def nothing() -> list[str]:
+        return []
+
+    async def pause(seconds: float) -> None:
+        raise AssertionError("paused")
+
+    with pytest.raises(exc.OutcomeUnknown, match="may still be working on it"):
+        await reconcile(
+            exc.GatewayTimeout("504", method="POST"),
+            check=nothing,
+            repeat=never,
+            found=str,
+            described=Described("POST", "https://c.test/x", "check"),
+            settle=Settle(2.0, pause, lambda: 1.5),
+        )
 
 
 def test_write_is_repeated_at_most_once() -> None:
@@ -157,6 +215,7 @@ async def test_dropped_enrollment_is_found_not_repeated(
             "cause": "connection_dropped",
             "found_id": made[0]["id"],
             "after_repeat": False,
+            "looked_again": False,
         }
     ] == logs
 
@@ -566,8 +625,11 @@ async def test_resilient_reconcile_repeats_once_when_not_found() -> None:
             "check": ANY,
             "callable": ANY,
             "cause": "read_timeout",
+            "looked_again": True,
         }
     ] == logs
+    # After a timeout, "not found" was only trusted on a second look, 30 s later.
+    assert [30.0] == clock.sleeps
 
 
 # --------------------------------------------------------------- simulator
