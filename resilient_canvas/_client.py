@@ -31,7 +31,7 @@ from resilient_canvas._http import (
 from resilient_canvas._links import parse_links
 from resilient_canvas._policy import RetryBudget, RetryPolicy, Seconds
 from resilient_canvas._policy import seconds as in_seconds
-from resilient_canvas._reconcile import Described, Reconciler, Settle, Write
+from resilient_canvas._reconcile import Described, Reconciler, Settle, Write, raise_again
 from resilient_canvas._reconcile import reconcile as reconcile_write
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
 from resilient_canvas._secret import AccessToken
@@ -780,6 +780,7 @@ class CanvasClient:
                     observe=_observation,
                     clock=self._clock,
                     sleep=self._sleep,
+                    on_outcome_unknown=raise_again,
                 ),
                 found=lambda data: _found_response(data, info.url or ""),
                 described=Described(info.method, info.url, _name_of(check), token=self.fingerprint),

@@ -28,7 +28,7 @@ import datetime as dt
 import enum
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from resilient_canvas import _logging
 from resilient_canvas._config import is_testing
@@ -310,6 +310,15 @@ async def reconcile(
             if not outcome_unknown(again):
                 raise
             failure = again
+
+
+async def raise_again(failure: CanvasException, left: float) -> NoReturn:
+    """The outcome-unknown hook of a repeated write: its check follows in :func:`reconcile`.
+
+    Given as the hook (rather than none), it keeps the retry engine from
+    logging the repeat's failure as final: the second check decides.
+    """
+    raise failure
 
 
 def _fields(described: Described, failure: CanvasException) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from resilient_canvas._reconcile import (
     Described,
     Settle,
     outcome_unknown,
+    raise_again,
 )
 from resilient_canvas._reconcile import reconcile as reconcile_write
 from resilient_canvas._throttle import Observation, Permit, Throttle
@@ -511,7 +512,7 @@ def resilient(
                 return await reconcile_write(
                     failure,
                     check=lambda: run(lambda: check(*args, **kwargs), remaining(), check_info),
-                    repeat=lambda: run(lambda: fn(*args, **kwargs), remaining()),
+                    repeat=lambda: run(lambda: fn(*args, **kwargs), remaining(), info, raise_again),
                     found=_same,
                     described=Described(None, None, _name_of(check), label=info.label),
                     settle=settle,

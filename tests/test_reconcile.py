@@ -277,7 +277,7 @@ async def test_not_found_twice_is_not_sent_a_third_time(
     sim, clock = world
     _schedule(sim, {1: Fault.BAD_GATEWAY, 3: Fault.BAD_GATEWAY})
     async with _client(sim, clock) as canvas:
-        with pytest.raises(exc.OutcomeUnknown) as raised:
+        with capture_logs() as logs, pytest.raises(exc.OutcomeUnknown) as raised:
             await canvas.post(ENROLL[0], data=ENROLL[1])
 
     assert (0, 2, 2) == (
@@ -287,6 +287,10 @@ async def test_not_found_twice_is_not_sent_a_third_time(
     )
     assert isinstance(raised.value.write_error, exc.BadGateway)
     assert "not find it after it was repeated once" in str(raised.value)
+    # One final failure is logged, not the repeat's on the way.
+    assert [("canvas.write_repeated", None), ("canvas.request_failed", "outcome_unknown")] == [
+        (log["event"], log.get("gave_up_because")) for log in logs
+    ]
 
 
 async def test_two_candidates_are_ambiguous(world: tuple[CanvasSimulator, FakeClock]) -> None:
