@@ -490,6 +490,14 @@ class BucketModel:
         x = self._filter.x
         return max(MIN_UP_FRONT_COST, x[_Filter.U] + (x[slot] if slot >= 0 else 0.0))
 
+    def up_front_sd_for(self, route: str | None) -> float:
+        """How unsure the reservation of *route* is (standard deviation)."""
+        h = {_Filter.U: 1.0}
+        slot = self._slots.get(route, -1) if route else -1
+        if slot >= 0:
+            h[slot] = 1.0
+        return math.sqrt(self._filter.variance(h))
+
     # -------------------------------------------------------------- admission
 
     def delay(self, now: float, route: str | None = None) -> float:
