@@ -102,6 +102,13 @@ _DELAY_DOUBT = 0.1
 _TIMINGS_TRUSTED = 20
 #: How late a busy event loop may send a request it was allowed to send, in seconds.
 _SEND_LAG_S = 0.005
+#: Where that allowance starts, and how far a throttle may push it: a fresh
+#: model does not know how busy this process (or the server) is, and a
+#: throttle shows the allowance was too short. It shrinks back with each
+#: answer that was not throttled.
+_FIRST_SEND_LAG_S = 0.05
+_MAX_SEND_LAG_S = 0.2
+_SEND_LAG_SHRINK = 0.97
 #: After the count drained, answers show hwm for this long (then the leak blurs it).
 _DRAINED_FOR_S = 1.0
 #: Backoff of a throttle without quota headers, in seconds, doubling per event.
@@ -439,6 +446,7 @@ class BucketModel:
         self._one_way = 0.0
         self._rtt_floor = math.inf
         self._timings = 0
+        self._send_lag = _FIRST_SEND_LAG_S
         self._outliers = 0
         self._outlier_sign = 0.0
         self._answers = 0
@@ -589,8 +597,10 @@ class BucketModel:
         self._anchor_at = max(self._anchor_at, now - self._one_way)
         self._anchor_set = {id(p) for p in sure}
         if throttled:
+            self._send_lag = min(_MAX_SEND_LAG_S, 1.5 * self._send_lag)
             self._on_throttled(permit, remaining, now)
         else:
+            self._send_lag = max(_SEND_LAG_S, self._send_lag * _SEND_LAG_SHRINK)
             self._since_throttle += 1
             if permit.probe:
                 self._probe_cooldown = max(10, self._probe_cooldown // 2)
@@ -846,7 +856,7 @@ class BucketModel:
         is the least seen, so allow it some slack, and a busy event loop
         sends late.
         """
-        return 2 * self._one_way * (1 + _DELAY_DOUBT) + _SEND_LAG_S
+        return 2 * self._one_way * (1 + _DELAY_DOUBT) + self._send_lag
 
     def _at_server(self, answered: Permit, now: float) -> tuple[list[Permit], list[Permit]]:
         """Our requests at the server when it answered, and those we cannot be sure of.
@@ -865,7 +875,7 @@ class BucketModel:
         sure_after = self._settled_after()
         # Once the delay is known from many answers, a request sent well
         # within one round trip had surely not arrived.
-        not_before = round_trip * (1 - _DELAY_DOUBT) - _SEND_LAG_S
+        not_before = round_trip * (1 - _DELAY_DOUBT) - self._send_lag
         if self._timings < _TIMINGS_TRUSTED:
             not_before = -math.inf
         at_server: list[Permit] = []
@@ -874,7 +884,7 @@ class BucketModel:
             elapsed = now - permit.admitted_at
             # Sent before the answered one, by a margin: two requests sent at
             # once may reach Canvas in either order.
-            sent_before = permit.admitted_at <= answered.admitted_at - _SEND_LAG_S
+            sent_before = permit.admitted_at <= answered.admitted_at - self._send_lag
             if elapsed >= sure_after or sent_before:
                 at_server.append(permit)
             elif elapsed >= not_before:
