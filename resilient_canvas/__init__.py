@@ -21,12 +21,16 @@ from resilient_canvas._client import (
 )
 from resilient_canvas._encoding import encode_params, require
 from resilient_canvas._history import Attempt, AttemptHistory
+from resilient_canvas._oauth import RefreshToken
 from resilient_canvas._otel import install_if_available as _install_otel
 from resilient_canvas._policy import BudgetSettings, RetryBudget, RetryPolicy
+from resilient_canvas._reconcile import CheckReader, Reconciler, Write
 from resilient_canvas._redis_throttle import RedisThrottle
 from resilient_canvas._registry import clear_throttles, close_throttles, throttle_for
 from resilient_canvas._retry import raise_for_canvas_status, resilient
+from resilient_canvas._sis import SisImportResult
 from resilient_canvas._throttle import Throttle
+from resilient_canvas._version import __version__
 from resilient_canvas.exceptions import (
     BadGateway,
     BadRequest,
@@ -38,9 +42,13 @@ from resilient_canvas.exceptions import (
     ConnectTimeout,
     Forbidden,
     GatewayTimeout,
+    GraphQLError,
     HTTPException,
     InvalidAccessToken,
     InvalidResponse,
+    JobStuck,
+    LocalFileError,
+    OutcomeUnknown,
     ProgressFailed,
     RateLimitExceeded,
     ReadTimeout,
@@ -49,14 +57,14 @@ from resilient_canvas.exceptions import (
     ResourceDoesNotExist,
     ServerError,
     ServiceUnavailable,
+    SisImportFailed,
     ThrottleTimeout,
     TransportError,
     Unauthorized,
     UnprocessableEntity,
+    UserAgentRejected,
     classify_response,
 )
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "Attempt",
@@ -71,6 +79,7 @@ __all__ = [
     "CanvasClient",
     "CanvasException",
     "CanvasResponse",
+    "CheckReader",
     "CircuitBreaker",
     "CircuitOpen",
     "CircuitState",
@@ -81,17 +90,23 @@ __all__ = [
     "ConnectionDropped",
     "Forbidden",
     "GatewayTimeout",
+    "GraphQLError",
     "HTTPException",
     "InsecureURLWarning",
     "InvalidAccessToken",
     "InvalidResponse",
+    "JobStuck",
+    "LocalFileError",
     "Observation",
     "Outcome",
+    "OutcomeUnknown",
     "Permit",
     "ProgressFailed",
     "RateLimitExceeded",
     "ReadTimeout",
+    "Reconciler",
     "RedisThrottle",
+    "RefreshToken",
     "RequestTimeout",
     "RequiredFieldMissing",
     "ResourceDoesNotExist",
@@ -99,6 +114,8 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "ServiceUnavailable",
+    "SisImportFailed",
+    "SisImportResult",
     "Throttle",
     "ThrottleConfig",
     "ThrottleEstimate",
@@ -106,6 +123,8 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "UnprocessableEntity",
+    "UserAgentRejected",
+    "Write",
     "__version__",
     "breaker_for",
     "classify_response",

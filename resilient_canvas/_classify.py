@@ -34,10 +34,17 @@ from resilient_canvas._errors import (
     Unauthorized,
     UnprocessableEntity,
     URITooLong,
+    UserAgentRejected,
     describe_canvas_body,
     redact_error,
 )
-from resilient_canvas._http import ResponseHeaders, redact_url, status_phrase, to_headers
+from resilient_canvas._http import (
+    JSON_GUARD,
+    ResponseHeaders,
+    redact_url,
+    status_phrase,
+    to_headers,
+)
 
 #: How much of a response body we keep on an exception (``extra["body_excerpt"]``).
 _BODY_EXCERPT_CHARS = 500
@@ -45,8 +52,13 @@ _BODY_EXCERPT_CHARS = 500
 _MAX_JSON_BODY_BYTES = 1_048_576
 #: Longest Canvas error detail we put in a message; longer ones are cut with an ellipsis.
 MAX_DETAIL_CHARS = 300
+#: Longest header text repeated in a message (a hostile server may send kilobytes).
+_MAX_QUOTED_HEADER_CHARS = 64
 
 _RATE_LIMIT_MARKER = "rate limit exceeded"
+#: How Canvas words a refused User-Agent ("...not provided a valid user agent.");
+#: the exact wording may change, the words do not.
+_USER_AGENT_MARKERS = ("user agent", "user-agent", "useragent")
 
 
 def _decode_body(body: object) -> tuple[str, Any]:
@@ -65,7 +77,9 @@ def _decode_body(body: object) -> tuple[str, Any]:
     else:
         return ("" if body is None else repr(body)[:_BODY_EXCERPT_CHARS]), None
     stripped = text.lstrip()
-    if oversized or not stripped.startswith(("{", "[")):
+    if stripped.startswith(JSON_GUARD):
+        stripped = stripped[len(JSON_GUARD) :].lstrip()
+    if oversized or not stripped.startswith(("{", "[", '"')):
         return text, None
     try:
         return text, json.loads(stripped)
@@ -79,8 +93,13 @@ _CAUSES: dict[type[CanvasException], str] = {
     BadRequest: "Canvas rejected the request as invalid",
     InvalidAccessToken: "the access token is invalid, expired or revoked",
     Unauthorized: "the access token lacks the scope or the permission for this action",
+    UserAgentRejected: (
+        "Canvas refuses requests without a valid User-Agent; resilient-canvas sends its "
+        "own, so a proxy or a session of yours replaced it, or Canvas blocks it: pass "
+        'user_agent="YourProduct/1.0 (you@example.edu)" to CanvasClient (or '
+        "--user-agent to the command line) to name your product and a contact"
+    ),
     Forbidden: "the user behind the access token is not allowed to do this",
-    RateLimitExceeded: "Canvas is throttling this access token until its quota refills",
     ResourceDoesNotExist: "the resource does not exist, or the token's user cannot see it",
     MethodNotAllowed: "this endpoint does not accept this HTTP method",
     RequestTimeout: "the server gave up waiting for the request",
@@ -120,7 +139,7 @@ def _class_for(status: int, view: ResponseHeaders, text: str) -> type[HTTPExcept
     if status == 401:
         return InvalidAccessToken if view.www_authenticate else Unauthorized
     if status == 403:
-        return RateLimitExceeded if _RATE_LIMIT_MARKER in text.lower() else Forbidden
+        return _forbidden_kind(text.lower())
     if status in _BY_STATUS:
         return _BY_STATUS[status]
     if 400 <= status < 500:
@@ -128,6 +147,16 @@ def _class_for(status: int, view: ResponseHeaders, text: str) -> type[HTTPExcept
     if 500 <= status < 600:
         return ServerError
     return HTTPException
+
+
+def _forbidden_kind(text: str) -> type[Forbidden] | type[RateLimitExceeded]:
+    """Tell Canvas's three 403s apart: the legacy throttle, the User-Agent, the rest."""
+    if _RATE_LIMIT_MARKER in text:
+        return RateLimitExceeded
+    if any(marker in text for marker in _USER_AGENT_MARKERS):
+        return UserAgentRejected
+    # A permission error, or a body we do not know: never retried.
+    return Forbidden
 
 
 def classify_response(
@@ -176,12 +205,11 @@ def _classify(
     safe_url = redact_url(str(url)) if url is not None else None
     method_text = method.upper() if isinstance(method, str) else None
 
-    detail = describe_canvas_body(parsed) if isinstance(parsed, Mapping) else ""
-    if not detail and _looks_like_html(text, view):
-        detail = "the server answered with an HTML page instead of JSON"
-    elif not detail and text.strip() and parsed is None:
-        detail = " ".join(text.split())
-    message = _compose_message(cls, status, method_text, safe_url, detail)
+    if issubclass(cls, RateLimitExceeded):
+        message = rate_limit_message(header_map.get("X-Rate-Limit-Remaining"))
+    else:
+        detail = _detail(text, parsed, view)
+        message = _compose_message(cls, status, method_text, safe_url, detail)
 
     exc = cls(message)
     exc.status_code, exc.method, exc.url = status, method_text, safe_url
@@ -204,6 +232,26 @@ def _classify(
     return exc
 
 
+def rate_limit_message(remaining: str | None) -> str:
+    """The CanvasAPI client's message for a throttle, with the header's text as sent."""
+    value = " ".join((remaining or "").split())[:_MAX_QUOTED_HEADER_CHARS] or "Unknown"
+    return f"Rate Limit Exceeded. X-Rate-Limit-Remaining: {value}"
+
+
+def _detail(text: str, parsed: Any, view: ResponseHeaders) -> str:
+    """Canvas's own words from an error body, as one line; "" when it has none."""
+    if isinstance(parsed, Mapping):
+        return describe_canvas_body(parsed)
+    if isinstance(parsed, str):
+        # A JSON string body ("Forbidden" in quotes) is its text, not its source.
+        return " ".join(parsed.split())
+    if _looks_like_html(text, view):
+        return "the server answered with an HTML page instead of JSON"
+    if parsed is None:
+        return " ".join(text.split())
+    return ""
+
+
 def _looks_like_html(text: str, view: ResponseHeaders) -> bool:
     head = text.lstrip()[:15].lower()
     return "html" in view.content_type or head.startswith(("<!doctype html", "<html"))
@@ -217,7 +265,9 @@ def _compose_message(
     cause = next(_CAUSES[base] for base in cls.__mro__ if base in _CAUSES)
     if len(detail) > MAX_DETAIL_CHARS:
         detail = detail[: MAX_DETAIL_CHARS - 1] + "…"
-    said = f' Canvas said: "{detail}"' if detail else ""
+    # Canvas's words follow as they are: quoting them would double the quotes
+    # of a JSON string body or of a message that quotes something itself.
+    said = f" Canvas said: {detail}" if detail else ""
     return f"{request} failed with {status} {phrase}: {cause}.{said}"
 
 

@@ -1,9 +1,12 @@
-"""The ``resilient-canvas`` command: ``demo``, ``api`` and ``simulate``.
+"""The ``resilient-canvas`` command: ``demo``, ``api``, ``upload``, ``download``,
+``sis-import`` and ``simulate``.
 
 stdout carries only results (JSON); progress, logs and errors go to stderr.
 Exit codes: 0 success, 1 other Canvas error, 2 usage, 3 authentication or
 permission, 4 not found, 5 throttled until retries ran out, 6 server or
-network failure, 130 interrupted.
+network failure, 7 a Canvas job (an SIS import) failed, 8 a job got stuck or
+outlasted the wait, 9 a local file could not be written (disk full), 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import structlog
 from rich.console import Console
 from yarl import URL
 
-from resilient_canvas import __version__
+from resilient_canvas import __version__, _cli_workflows
 from resilient_canvas._client import CanvasClient
 from resilient_canvas._demo import DemoOptions, EventCounter, run_demo
 from resilient_canvas._logging import REQUEST_FAILED
@@ -36,6 +39,9 @@ from resilient_canvas.exceptions import (
     ConnectTimeout,
     Forbidden,
     InvalidResponse,
+    JobStuck,
+    LocalFileError,
+    ProgressFailed,
     RateLimitExceeded,
     ReadTimeout,
     RequestTimeout,
@@ -58,6 +64,7 @@ from resilient_canvas.testing._simulator import CanvasSimulator, serve
 
 EXIT_OK, EXIT_CANVAS, EXIT_USAGE = 0, 1, 2
 EXIT_AUTH, EXIT_NOT_FOUND, EXIT_THROTTLED, EXIT_SERVER = 3, 4, 5, 6
+EXIT_JOB_FAILED, EXIT_JOB_STUCK, EXIT_LOCAL_FILE = 7, 8, 9
 EXIT_INTERRUPTED = 130
 
 _LEVELS = {
@@ -116,6 +123,12 @@ def error_page(error: CanvasException, *, debug: bool, token: str | None = None)
 
 def exit_code_for(error: CanvasException) -> int:
     """The exit status that names the class of *error*."""
+    if isinstance(error, ProgressFailed):
+        return EXIT_JOB_FAILED
+    if isinstance(error, JobStuck):
+        return EXIT_JOB_STUCK
+    if isinstance(error, LocalFileError):
+        return EXIT_LOCAL_FILE
     if isinstance(error, RateLimitExceeded):
         return EXIT_THROTTLED
     if isinstance(error, Unauthorized | Forbidden):
@@ -248,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the full error page: every exception in the chain with its traceback",
     )
 
+    api.add_argument(
+        "--user-agent",
+        default=os.environ.get("CANVAS_USER_AGENT"),
+        help="your product and contact, sent before ours (default: $CANVAS_USER_AGENT)",
+    )
+    _cli_workflows.add_commands(commands)
+
     simulate = commands.add_parser("simulate", help="serve the Canvas simulator")
     simulate.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
     simulate.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
@@ -285,7 +305,7 @@ async def run_api(args: argparse.Namespace, stdout: Any) -> int:
     pairs = parse_pairs(args.param)
     policy = RetryPolicy(attempts=args.attempts, deadline=60.0, attempt_timeout=30.0)
     try:
-        canvas = CanvasClient(args.base_url, token, policy=policy)
+        canvas = CanvasClient(args.base_url, token, policy=policy, user_agent=args.user_agent)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     indent = None if args.json else 2
@@ -339,6 +359,13 @@ async def run_simulate(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+_WORKFLOWS = {
+    "upload": _cli_workflows.run_upload,
+    "download": _cli_workflows.run_download,
+    "sis-import": _cli_workflows.run_sis_import,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
@@ -346,7 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     counter = EventCounter() if args.command == "demo" else None
     level = args.log_level or ("error" if args.command == "demo" else "warning")
-    configure_logging(args.log_format, level, counter, pages_errors=args.command == "api")
+    pages_errors = args.command in {"api", *_WORKFLOWS}
+    configure_logging(args.log_format, level, counter, pages_errors=pages_errors)
     try:
         if args.command == "demo":
             options = DemoOptions(
@@ -360,6 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_demo(options, counter, console))
         if args.command == "api":
             return asyncio.run(run_api(args, sys.stdout))
+        if args.command in _WORKFLOWS:
+            run = _WORKFLOWS[args.command]
+            return asyncio.run(run(args, sys.stdout, console, UsageError))
         return asyncio.run(run_simulate(args, console))
     except UsageError as error:
         parser.print_usage(sys.stderr)

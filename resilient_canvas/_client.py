@@ -8,37 +8,51 @@ import datetime as dt
 import enum
 import ipaddress
 import json
+import os
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aiohttp
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from resilient_canvas import _files, _graphql, _sis
+from resilient_canvas._agent import build_user_agent
+from resilient_canvas._api import ContentFactory
 from resilient_canvas._body import read_body, read_error_body, too_large
 from resilient_canvas._breaker import Circuit, breaker_for
 from resilient_canvas._bulk import BulkProgress, BulkResult, run_bulk
+from resilient_canvas._checks import BUILTIN_RECONCILERS, IDEMPOTENCY_ROUTES, known_idempotency
 from resilient_canvas._encoding import Params, encode_params
 from resilient_canvas._http import (
     ResponseHeaders,
     origin_of,
     redact_url,
+    strip_json_guard,
 )
+from resilient_canvas._jobs import JobKind, JobWait, wait_for_job
 from resilient_canvas._links import parse_links
+from resilient_canvas._oauth import RefreshToken, TokenProvider, is_expired_token, token_source
 from resilient_canvas._policy import RetryPolicy, Seconds
+from resilient_canvas._policy import seconds as in_seconds
+from resilient_canvas._reconcile import Described, Reconciler, Settle, Write, raise_again
+from resilient_canvas._reconcile import reconcile as reconcile_write
 from resilient_canvas._registry import budget_for, throttle_for
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
 from resilient_canvas._secret import AccessToken
+from resilient_canvas._sis import SisImportResult
+from resilient_canvas._source import ProgressCallback, Uploadable
+from resilient_canvas._store import StoreContext, post_form
 from resilient_canvas._throttle import Observation, Throttle
 from resilient_canvas.exceptions import (
     CanvasException,
     InvalidResponse,
     ProgressFailed,
-    RequestTimeout,
     TransportError,
     classify_response,
 )
@@ -56,6 +70,9 @@ DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
 #: few megabytes at most. It is also what a hostile body (a gzip bomb) can
 #: cost before it is refused; raise it to download larger files or reports.
 DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
+#: JSON first (Canvas guards JSON with ``while(1);`` for clients that do not
+#: ask for it), anything else after: request() also reads CSV reports.
+_ACCEPT = "application/json, */*;q=0.5"
 #: Paths whose resolution is remembered per client: enough for the few paths a
 #: script repeats (a listing, a progress poll), small enough to stay flat when a
 #: bulk job touches a new path per student.
@@ -93,6 +110,9 @@ class CanvasResponse:
             report or a file downloaded with :meth:`CanvasClient.request`.
         link_errors: Why a relation of the ``Link`` header could not be used
             (malformed, not http(s), two targets), by relation.
+        reconciled: True when this is not the write's own answer but what a
+            check found after the write's outcome was unknown (then only
+            ``data``, ``status`` and ``url`` are meaningful).
     """
 
     status: int
@@ -104,6 +124,7 @@ class CanvasResponse:
     request_cost: float | None
     content: bytes = b""
     link_errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    reconciled: bool = False
 
     @property
     def next_url(self) -> URL | None:
@@ -151,7 +172,11 @@ class CanvasClient:
     Args:
         base_url: The Canvas root (``https://canvas.example.edu``). The token is
             only ever sent to this origin.
-        access_token: The API access token.
+        access_token: The API access token; or, for tokens Canvas expires
+            (OAuth2, LTI), a :class:`RefreshToken` configuration or a function
+            (sync or async) returning a fresh token: on 401 "Expired access
+            token." the client refreshes once for all concurrent calls and
+            repeats them.
         policy: Retry policy; the default retries transient failures for up to
             ten attempts within two minutes.
         throttle: ``"shared"`` (default) paces with the process-wide throttle
@@ -164,8 +189,10 @@ class CanvasClient:
         per_page: ``per_page`` sent by :meth:`paginate` (Canvas caps it at
             100) unless the call's params name one.
         session: An aiohttp session to use; it is left open on close.
-        user_agent: The User-Agent header, sent with every request (also
-            with a session of your own).
+        user_agent: Your product and a contact (``"gradesync/2.1
+            (it@school.edu)"``), as Instructure asks; sent in front of
+            resilient-canvas's own User-Agent with every request (also with a
+            session of your own). Canvas refuses requests without one.
         clock: Time source for deadlines (inject a fake one in tests).
         sleep: How waits pass.
         redis_url: With the shared throttle, keep its state in Redis so that
@@ -176,6 +203,10 @@ class CanvasClient:
         max_body_size: Largest response body read, in bytes once decoded
             (32 MiB); a larger one raises ``InvalidResponse`` instead of
             filling memory. Error bodies keep only their first 64 KiB.
+        reconcilers: Checks for writes whose outcome is unknown, by route
+            template (``"POST /api/v1/courses/:id/enrollments"``), over the
+            built-in ones; None for a route turns its built-in check off
+            (docs/write-safety.md).
 
     Raises:
         ValueError: If *base_url* is not an absolute http(s) URL or the token is empty.
@@ -184,7 +215,7 @@ class CanvasClient:
     def __init__(
         self,
         base_url: str,
-        access_token: str | AccessToken,
+        access_token: str | AccessToken | RefreshToken | TokenProvider,
         *,
         policy: RetryPolicy | None = None,
         throttle: Throttle | Literal["shared"] | None = "shared",
@@ -197,10 +228,11 @@ class CanvasClient:
         redis_url: str | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         breaker: Circuit | Literal["shared"] | None = "shared",
+        reconcilers: Mapping[str, Reconciler | None] | None = None,
     ) -> None:
         # Wrapped first and the bare string dropped: a traceback that shows
         # frame locals (structlog, rich) would otherwise print it.
-        token = access_token if isinstance(access_token, AccessToken) else AccessToken(access_token)
+        credential = AccessToken(access_token) if isinstance(access_token, str) else access_token
         del access_token
         base = URL(base_url)
         if not base.is_absolute() or base.scheme not in ("http", "https"):
@@ -222,29 +254,37 @@ class CanvasClient:
         self._prefix = base.path.rstrip("/")
         self._base = base.with_path(self._prefix + "/").with_query(None).with_fragment(None)
         self._origin = origin_of(base)
-        self._token = token
-        self.fingerprint = token.fingerprint
+        # The current token, refreshed on "Expired access token." when it can be
+        # (docs/client.md); its identity (the token itself when static) keys the
+        # throttle, so a refresh keeps the bucket.
+        self._token = token_source(
+            credential,
+            token_url=str(self._base.join(URL("login/oauth2/token"))),
+            send=lambda url, form: post_form(self._store_context(), URL(url), form),
+        )
+        self.fingerprint = self._token.fingerprint
         self.policy = policy or RetryPolicy()
         self.throttle = (
-            throttle_for(base, token.reveal(), redis_url=redis_url)
+            throttle_for(base, self._token.identity.reveal(), redis_url=redis_url)
             if throttle == "shared"
             else throttle
         )
         #: Shared by every client of this token on this Canvas, so an outage
         #: cannot turn into a retry storm.
-        self.budget = budget_for(base, token.reveal(), self.policy.budget)
+        self.budget = budget_for(base, self._token.identity.reveal(), self.policy.budget)
         #: The origin's circuit breaker: holds calls while Canvas is down.
         self.breaker = breaker_for(self._origin, clock=clock) if breaker == "shared" else breaker
         self.per_page = per_page
         self.max_body_size = max_body_size
         self._timeout = client_timeout(timeout)
-        self._user_agent = user_agent or "resilient-canvas"
+        self._user_agent = build_user_agent(user_agent)
         self._session = session
         self._owns_session = session is None
         self._clock = clock
         self._sleep = sleep
         self._state = ClientState.UNOPENED
         self._resolved: dict[str, URL] = {}
+        self.reconcilers = _reconcilers(reconcilers)
 
     def __repr__(self) -> str:
         return (
@@ -324,6 +364,9 @@ class CanvasClient:
         idempotent: bool | None = None,
         timeout: Timeout = None,  # noqa: ASYNC109 - httpx's per-call timeout=
         deadline: Seconds | None = None,
+        content: ContentFactory | None = None,
+        follow_redirects: bool = True,
+        reconcile: Reconciler | None = None,
     ) -> CanvasResponse:
         """Send one request with pacing, retries and classification.
 
@@ -345,6 +388,13 @@ class CanvasClient:
                 ``timeout``); None uses the client's.
             deadline: Seconds allowed for the whole call, retries and waits
                 included; None uses the policy's.
+            content: A body sent as is (instead of *data* or *json*): a
+                function returning an aiohttp payload, called once per
+                attempt so that a retry sends the whole body again.
+            follow_redirects: False returns a 3xx answer (its ``Location`` in
+                ``headers``) instead of following it.
+            reconcile: The check to run if this write's outcome is unknown;
+                None uses the client's check for the route, if any.
 
         Returns:
             The response.
@@ -355,7 +405,9 @@ class CanvasClient:
             RuntimeError: If the client is closed.
         """
         url = self._resolve(path)
-        call = _call_options(idempotent, timeout, deadline, expect_json=False)
+        call = _call_options(idempotent, timeout, deadline, expect_json=False, reconcile=reconcile)
+        if content is not None or not follow_redirects:
+            call = dataclasses.replace(call, content=content, follow_redirects=follow_redirects)
         return await self._send(method.upper(), url, params, data, json, call)
 
     async def get(
@@ -381,9 +433,16 @@ class CanvasClient:
         idempotent: bool | None = None,
         timeout: Timeout = None,  # noqa: ASYNC109 - httpx's per-call timeout=
         deadline: Seconds | None = None,
+        reconcile: Reconciler | None = None,
     ) -> Any:
-        """POST and return the decoded JSON. Not repeated after a possibly applied failure."""
-        call = _call_options(idempotent, timeout, deadline)
+        """POST and return the decoded JSON.
+
+        Never repeated blindly after a failure that may have been applied: with
+        a check (*reconcile*, or the client's for the route) the write is
+        looked up, then returned if found or repeated once if not; without
+        one the failure is raised (docs/write-safety.md).
+        """
+        call = _call_options(idempotent, timeout, deadline, reconcile=reconcile)
         return (await self._send("POST", self._resolve(path), params, data, json, call)).data
 
     async def put(
@@ -521,49 +580,232 @@ class CanvasClient:
         self,
         progress: Mapping[str, Any] | int | str,
         *,
-        poll_every: float = 1.0,
-        within: float = 600.0,
+        poll_every: Seconds = 1.0,
+        within: Seconds = 600.0,
+        max_poll_every: Seconds | None = 30.0,
+        backoff: float = 1.5,
+        stuck_after: Seconds | None = 300.0,
     ) -> dict[str, Any]:
         """Poll a Canvas ``Progress`` (from ``update_grades`` and friends) until it ends.
 
+        Polls grow apart (*poll_every*, times *backoff*, up to *max_poll_every*)
+        within a deadline, and a job that stops changing is reported stuck.
+
         Args:
             progress: The Progress object a call returned, or its id.
-            poll_every: Seconds between polls (each poll is retried as usual).
+            poll_every: Seconds before the second poll (each poll is retried as usual).
             within: Seconds to wait for the job in all, on the client's clock.
+            max_poll_every: Longest wait between polls.
+            backoff: Factor between successive waits (1 for a steady pace).
+            stuck_after: Seconds without a change of state or completion after
+                which the job counts as stuck; None to wait for the deadline.
 
         Returns:
             The final Progress, ``workflow_state == "completed"``.
 
         Raises:
             ProgressFailed: The job ended in ``failed``; its message is kept.
+            JobStuck: Nothing changed for *stuck_after* seconds.
             RequestTimeout: The job had not ended within *within* seconds; it
                 may still complete.
         """
-        if poll_every <= 0 or within <= 0:
-            raise ValueError("poll_every and within must be positive.")
+        wait = JobWait.of(
+            poll_every=poll_every,
+            max_poll_every=max_poll_every,
+            backoff=backoff,
+            within=within,
+            stuck_after=stuck_after,
+        )
         progress_id = progress.get("id") if isinstance(progress, Mapping) else progress
         if progress_id is None:
             raise ValueError("A Progress object needs an 'id'.")
-        started = self._clock()
-        while True:
-            state = await self.get(f"progress/{progress_id}")
-            workflow = state.get("workflow_state") if isinstance(state, Mapping) else None
-            if workflow == "completed":
-                return dict(state)
-            if workflow == "failed":
-                error = ProgressFailed(
-                    f"Canvas job {progress_id} failed: {state.get('message') or 'no message'}.",
-                    context={"progress_id": progress_id},
-                )
-                error.extra["progress"] = dict(state)
-                raise error
-            if self._clock() - started + poll_every > within:
-                raise RequestTimeout(
-                    f"Canvas job {progress_id} had not finished within {within:g} s "
-                    f"(last state: {workflow}); it may still complete.",
-                    context={"progress_id": progress_id},
-                )
-            await self._sleep(poll_every)
+
+        async def fetch() -> Any:
+            return await self.get(f"progress/{progress_id}")
+
+        return await wait_for_job(
+            fetch,
+            kind=_PROGRESS_JOB,
+            job_id=progress_id,
+            wait=wait,
+            clock=self._clock,
+            sleep=self._sleep,
+        )
+
+    # ---------------------------------------------------------------- workflows
+    # Thin delegations: each workflow lives in its own module (docs/files.md,
+    # docs/graphql.md, docs/sis.md) and sends through request().
+
+    async def upload(
+        self,
+        file: Uploadable,
+        *,
+        to: str,
+        name: str | None = None,
+        content_type: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        deadline: Seconds | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Upload a file with Canvas's three-step upload; return the File.
+
+        Args:
+            file: A path, bytes or a binary file object (read from its
+                position), streamed: memory stays flat for any size.
+            to: The Canvas endpoint of step 1: ``"courses/1/files"``,
+                ``"users/self/files"``, ``"courses/1/assignments/2/submissions/self/files"``...
+            name: The file's name in Canvas (default: the path's name).
+            content_type: Its type (default: guessed from the name).
+            on_progress: Called with (bytes sent, total) as the file is sent.
+            deadline: Seconds for the whole upload, retries included (1 hour).
+            **params: More step-1 parameters: ``parent_folder_path``, ``on_duplicate``...
+
+        Raises:
+            InvalidResponse: Canvas or the store answered something unusable
+                (an upload_url that is not http(s), HTML from the store).
+            CanvasException: The classified failure once retrying stopped.
+        """
+        return await _files.upload(
+            self,
+            file,
+            to=to,
+            name=name,
+            content_type=content_type,
+            on_progress=on_progress,
+            deadline=deadline,
+            params=params,
+        )
+
+    async def download(
+        self,
+        file_or_url: Mapping[str, Any] | str | URL,
+        dest: str | os.PathLike[str],
+        *,
+        on_progress: ProgressCallback | None = None,
+        deadline: Seconds | None = None,
+    ) -> Path:
+        """Download a File (or its ``url``) to *dest*, a path or a directory; return the path.
+
+        The file store gets no token; the bytes go to a temporary file renamed
+        over *dest* only when complete, and a dropped connection resumes with
+        ``Range`` when the store supports it.
+
+        Raises:
+            LocalFileError: Not enough disk space (nothing is left behind).
+            CanvasException: The classified failure once retrying stopped.
+        """
+        return await _files.download(
+            self, file_or_url, dest, on_progress=on_progress, deadline=deadline
+        )
+
+    async def graphql(
+        self, query: str, variables: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Run a GraphQL query (``POST /api/graphql``, same throttle as REST); return ``data``.
+
+        Raises:
+            GraphQLError: Canvas answered with ``errors`` (kept on the exception).
+            InvalidResponse: The answer is not a GraphQL response.
+        """
+        return await _graphql.graphql(self, query, variables)
+
+    def graphql_nodes(
+        self,
+        query: str,
+        *,
+        connection: str | Sequence[str],
+        variables: Mapping[str, Any] | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[Any]:
+        """Yield every node of a GraphQL connection, following ``pageInfo.endCursor``.
+
+        The query takes ``$first: Int`` and ``$after: String`` and passes them
+        to the connection found at *connection* (``"course.enrollmentsConnection"``).
+        See docs/graphql.md.
+        """
+        return _graphql.graphql_nodes(
+            self, query, connection=connection, variables=variables, page_size=page_size
+        )
+
+    async def start_sis_import(
+        self,
+        account: int | str,
+        file: Uploadable,
+        *,
+        import_type: str = "instructure_csv",
+        extension: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Start an SIS import of a CSV or zip *file* (streamed); return the SIS import object.
+
+        Args:
+            account: The account id (``1``, ``"self"``, ``"sis_account_id:x"``).
+            file: A path, bytes or a binary file.
+            import_type: Canvas's ``import_type``.
+            extension: ``"csv"`` or ``"zip"``; by default from the file's name.
+            **params: More parameters (``batch_mode``, ``override_sis_stickiness``...).
+
+        Not repeated after a failure that may have been applied (it could
+        start a second import). See docs/sis.md.
+        """
+        return await _sis.start_sis_import(
+            self, account, file, import_type=import_type, extension=extension, params=params
+        )
+
+    async def wait_for_sis_import(
+        self,
+        account: int | str,
+        sis_import: Mapping[str, Any] | int | str,
+        *,
+        poll_every: Seconds = 2.0,
+        within: Seconds = 3600.0,
+        max_poll_every: Seconds | None = 60.0,
+        backoff: float = 1.5,
+        stuck_after: Seconds | None = 900.0,
+        on_poll: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> SisImportResult:
+        """Wait for an SIS import to end; return its result (warnings on ``warnings``).
+
+        Options as for :meth:`wait_for_progress`; an import's progress is its
+        ``progress`` percentage. *on_poll* sees each polled import (for a
+        progress display).
+
+        Raises:
+            SisImportFailed: It ended ``failed``, ``failed_with_messages`` or
+                ``aborted``; Canvas's ``processing_errors`` are on ``errors``.
+            JobStuck: Nothing changed for *stuck_after* seconds.
+            RequestTimeout: It had not ended within *within* seconds.
+        """
+        wait = JobWait.of(
+            poll_every=poll_every,
+            max_poll_every=max_poll_every,
+            backoff=backoff,
+            within=within,
+            stuck_after=stuck_after,
+        )
+        return await _sis.wait_for_sis_import(
+            self,
+            account,
+            sis_import,
+            wait=wait,
+            clock=self._clock,
+            sleep=self._sleep,
+            on_poll=on_poll,
+        )
+
+    def _store_context(self) -> StoreContext:
+        """What requests to the file store need: the session, never the token."""
+        session = self._session if self._state is ClientState.OPENED else self._open()
+        assert session is not None
+        return StoreContext(
+            session=session,
+            user_agent=self._user_agent,
+            policy=self.policy,
+            budget=self.budget,
+            clock=self._clock,
+            sleep=self._sleep,
+            canvas_origin=self._origin,
+        )
 
     # ---------------------------------------------------------------- internals
 
@@ -635,11 +877,16 @@ class CanvasClient:
         query = encode_params(params)
         form = encode_params(data) if data is not None else None
         safe_url = redact_url(url.update_query(query) if query else url) or ""
+        route = f"{method} {route_template(url.path)}"
+        idempotent = call.idempotent
+        if idempotent is None and route in IDEMPOTENCY_ROUTES:
+            body = form if form is not None else encode_params(_mapping_or_none(json_body))
+            idempotent = known_idempotency(route, body)
         info = CallInfo(
             method=method,
             url=safe_url,
-            route=f"{method} {route_template(url.path)}",
-            idempotent=call.idempotent,
+            route=route,
+            idempotent=idempotent,
             token=self.fingerprint,
         )
         timeout = self._timeout if call.timeout is None else client_timeout(call.timeout)
@@ -650,10 +897,19 @@ class CanvasClient:
         async def attempt() -> CanvasResponse:
             if self._closed():
                 raise _closed_error(method, safe_url, None)
+            tokens = self._token
+            seen = await tokens.ready() if tokens.refreshable else 0
             try:
                 outcome = await self._exchange(
                     session, method, url, query, form, json_body, timeout, safe_url, call
                 )
+                if tokens.refreshable and is_expired_token(outcome):
+                    # One refresh for every call that met the expiry, then the
+                    # call again: a 401 was never applied.
+                    await tokens.refresh(seen)
+                    outcome = await self._exchange(
+                        session, method, url, query, form, json_body, timeout, safe_url, call
+                    )
             except (aiohttp.ClientError, RuntimeError):
                 # aclose() while this attempt ran: aiohttp's "Session is closed"
                 # RuntimeError or a dropped connection is not the server's doing.
@@ -669,6 +925,12 @@ class CanvasClient:
             finally:
                 del outcome
 
+        # A write whose outcome is unknown is looked up by its check, if it has one.
+        check = None if method == "GET" else call.reconcile or self.reconcilers.get(route)
+        on_unknown = None
+        if check is not None:
+            write = _Pending(method, url.path, route, query, form, json_body)
+            on_unknown = self._reconciler_hook(check, write, attempt, policy, info)
         return await call_with_retries(
             attempt,
             policy=policy,
@@ -679,6 +941,7 @@ class CanvasClient:
             clock=self._clock,
             sleep=self._sleep,
             breaker=self.breaker,
+            on_outcome_unknown=on_unknown,
         )
 
     async def _exchange(
@@ -698,9 +961,14 @@ class CanvasClient:
             method,
             url,
             params=query or None,
-            data=form,
+            data=form if call.content is None else call.content(),
             json=json_body,
-            headers={"Authorization": self._token.authorization(), "User-Agent": self._user_agent},
+            allow_redirects=call.follow_redirects,
+            headers={
+                "Authorization": self._token.authorization(),
+                "User-Agent": self._user_agent,
+                "Accept": _ACCEPT,
+            },
             timeout=timeouts,
         ) as response:
             if response.status >= 400:
@@ -719,6 +987,140 @@ class CanvasClient:
                 return too_large(method, safe_url, self.max_body_size)
             return _decode(response, body, method, safe_url, call.expect_json)
 
+    # ------------------------------------------ reconciling unknown outcomes
+
+    def _reconciler_hook(
+        self,
+        check: Reconciler,
+        pending: _Pending,
+        attempt: Callable[[], Awaitable[CanvasResponse]],
+        policy: RetryPolicy,
+        info: CallInfo,
+    ) -> Callable[[CanvasException, float], Awaitable[CanvasResponse]]:
+        """What runs when retrying gives up on a write that may have been applied."""
+        sent_at = dt.datetime.now(dt.UTC)
+
+        async def on_unknown(failure: CanvasException, left: float) -> CanvasResponse:
+            # Checks and the repeat share the call's throttle and what is left of its deadline.
+            until = self._clock() + left
+            reader = _DeadlineReader(self, until)
+            write = pending.write(sent_at)
+            settle = Settle(
+                in_seconds(policy.attempt_timeout), self._sleep, lambda: until - self._clock()
+            )
+            return await reconcile_write(
+                failure,
+                check=lambda: check(write, reader),
+                repeat=lambda: call_with_retries(
+                    attempt,
+                    policy=dataclasses.replace(policy, deadline=reader.left()),
+                    throttle=self.throttle,
+                    budget=self.budget,
+                    info=info,
+                    observe=_observation,
+                    clock=self._clock,
+                    sleep=self._sleep,
+                    on_outcome_unknown=raise_again,
+                ),
+                found=lambda data: _found_response(data, info.url or ""),
+                described=Described(info.method, info.url, _name_of(check), token=self.fingerprint),
+                settle=settle,
+            )
+
+        return on_unknown
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A write as sent, turned into a :class:`Write` only if a check needs it."""
+
+    method: str
+    path: str
+    route: str
+    query: list[tuple[str, str]]
+    form: list[tuple[str, str]] | None
+    json_body: Any
+
+    def write(self, sent_at: dt.datetime) -> Write:
+        body = self.form
+        if body is None:
+            body = encode_params(_mapping_or_none(self.json_body))
+        return Write(self.method, self.path, self.route, (*self.query, *body), sent_at)
+
+
+def _mapping_or_none(json_body: Any) -> Mapping[str, Any] | None:
+    """A JSON object body, read as Canvas reads parameters; None for any other body."""
+    return json_body if isinstance(json_body, Mapping) else None
+
+
+class _DeadlineReader:
+    """The client's reads for a check, bounded by what is left of the write's deadline."""
+
+    def __init__(self, client: CanvasClient, until: float) -> None:
+        self._client = client
+        self._until = until
+
+    def left(self) -> float:
+        # A passed deadline still gets a sliver: the read then times out at
+        # once, and the check's failure says so.
+        return max(0.001, self._until - self._client._clock())
+
+    async def get(self, path: str, *, params: Any = None) -> Any:
+        return await self._client.get(path, params=params, deadline=self.left())
+
+    def paginate(self, path: str, *, params: Any = None) -> AsyncIterator[Any]:
+        return self._client.paginate(path, params=params, deadline=self.left())
+
+
+def _reconcilers(given: Mapping[str, Reconciler | None] | None) -> dict[str, Reconciler]:
+    """The built-in checks with the caller's over them; None turns a route's check off."""
+    merged: dict[str, Reconciler | None] = {**BUILTIN_RECONCILERS, **(given or {})}
+    for route in given or {}:
+        method, _, path = route.partition(" ")
+        if not method.isupper() or not path.startswith("/"):
+            raise ValueError(
+                f"A reconcilers key is a route template like "
+                f"'POST /api/v1/courses/:id/enrollments', not {route!r}."
+            )
+    return {route: check for route, check in merged.items() if check is not None}
+
+
+def _found_response(data: Any, url: str) -> CanvasResponse:
+    return CanvasResponse(
+        status=200,
+        headers=CIMultiDictProxy(CIMultiDict()),
+        data=data,
+        url=url,
+        links={},
+        rate_limit_remaining=None,
+        request_cost=None,
+        reconciled=True,
+    )
+
+
+def _name_of(check: object) -> str:
+    return str(getattr(check, "__qualname__", None) or type(check).__name__)
+
+
+def _progress_failed(state: Mapping[str, Any]) -> ProgressFailed:
+    progress_id = state.get("id")
+    error = ProgressFailed(
+        f"Canvas job {progress_id} failed: {state.get('message') or 'no message'}.",
+        context={"progress_id": progress_id},
+    )
+    error.extra["progress"] = dict(state)
+    return error
+
+
+_PROGRESS_JOB = JobKind(
+    "Canvas job",
+    done={"completed"},
+    failed={"failed"},
+    progress_key="completion",
+    fail=_progress_failed,
+    id_key="progress_id",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class _Call:
@@ -728,6 +1130,9 @@ class _Call:
     timeout: Timeout
     deadline: Seconds | None
     expect_json: bool = True
+    content: ContentFactory | None = None
+    follow_redirects: bool = True
+    reconcile: Reconciler | None = None
 
 
 #: The options of a call that sets none, built once: most calls set none, and
@@ -737,11 +1142,16 @@ _DEFAULT_RAW_CALL = _Call(None, None, None, expect_json=False)
 
 
 def _call_options(
-    idempotent: bool | None, timeout: Timeout, deadline: Seconds | None, *, expect_json: bool = True
+    idempotent: bool | None,
+    timeout: Timeout,
+    deadline: Seconds | None,
+    *,
+    expect_json: bool = True,
+    reconcile: Reconciler | None = None,
 ) -> _Call:
-    if idempotent is None and timeout is None and deadline is None:
+    if idempotent is None and timeout is None and deadline is None and reconcile is None:
         return _DEFAULT_JSON_CALL if expect_json else _DEFAULT_RAW_CALL
-    return _Call(idempotent, timeout, deadline, expect_json)
+    return _Call(idempotent, timeout, deadline, expect_json, reconcile=reconcile)
 
 
 def client_timeout(value: Timeout) -> aiohttp.ClientTimeout:
@@ -807,7 +1217,7 @@ def _decode(
     content_type = response.headers.get("Content-Type", "")
     if body.strip():
         try:
-            data = json.loads(body)
+            data = json.loads(strip_json_guard(body))
         except (ValueError, RecursionError) as exc:
             # request() returns a CSV or a file as bytes; the verbs promise
             # JSON, and a body declared JSON must be JSON.

@@ -8,6 +8,7 @@ It imports nothing that does I/O.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -60,6 +61,13 @@ class CanvasException(Exception):
     ) -> None:
         if status_code is not None:
             self.status_code = status_code
+        # Set before the message: a subclass may compute ``message`` in a
+        # property from ``context`` or ``extra``, as Sanic allows.
+        self.context: dict[str, Any] = dict(context or {})
+        self.extra: dict[str, Any] = dict(extra or {})
+        # A fresh dict per instance: Sanic's shared class-level dict leaks
+        # headers from one error into the next.
+        self.headers: dict[str, str] = dict(headers or {})
         self.errors: Any = None
         self.error_report_id: int | str | None = None
         if isinstance(message, Mapping):
@@ -67,20 +75,17 @@ class CanvasException(Exception):
             self.error_report_id = message.get("error_report_id")
             message = describe_canvas_body(message) or None
         if message is None:
-            message = type(self).message or status_phrase(self.status_code)
+            # The instance's value: a class attribute or a subclass's property.
+            message = self.message or status_phrase(self.status_code)
         elif isinstance(message, bytes):
             message = message.decode("utf-8", errors="replace")
         # Messages are often made from server data, which may echo the token.
-        message = redact(message)
+        message = redact(str(message))
         super().__init__(message)
-        self.message: str = message
+        if not _message_is_computed(self):
+            self.message = message
         if quiet is not None:
             self.quiet = quiet
-        self.context: dict[str, Any] = dict(context or {})
-        self.extra: dict[str, Any] = dict(extra or {})
-        # A fresh dict per instance: Sanic's shared class-level dict leaks
-        # headers from one error into the next.
-        self.headers: dict[str, str] = dict(headers or {})
         self.method = method.upper() if method else None
         self.url = redact_url(url)
         self.retry_after: float | None = None
@@ -97,7 +102,9 @@ class CanvasException(Exception):
 
     def __str__(self) -> str:
         # Redacted again: ``message`` is a plain attribute that anyone may set.
-        return redact(self.message)
+        # A computed message gives way to one passed explicitly, as in Sanic,
+        # where ``str()`` is the constructor's argument.
+        return redact(str(self.args[0] if _message_is_computed(self) else self.message))
 
     def __repr__(self) -> str:
         parts = [repr(self.message)]
@@ -123,6 +130,12 @@ class CanvasException(Exception):
         return self.reason_name
 
 
+def _message_is_computed(error: CanvasException) -> bool:
+    """Whether a subclass computes ``message`` in a read-only property."""
+    attribute = inspect.getattr_static(type(error), "message", None)
+    return isinstance(attribute, property) and attribute.fset is None
+
+
 def redact_error(error: CanvasException) -> None:
     """Redact, in place, every text of *error* that may hold server data.
 
@@ -131,7 +144,8 @@ def redact_error(error: CanvasException) -> None:
     ``context``, ``errors`` and ``headers`` are filled in afterwards, often
     from the response body and headers.
     """
-    error.message = redact(error.message)
+    if not _message_is_computed(error):
+        error.message = redact(error.message)
     error.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in error.args)
     error.extra = redact_data(error.extra)
     error.context = redact_data(error.context)
@@ -255,16 +269,35 @@ class Forbidden(HTTPException):
     reason_name = "forbidden"
 
 
-class RateLimitExceeded(Forbidden):
+class RateLimitExceeded(HTTPException):
     """Canvas throttled the token (429, or a legacy 403 "Rate Limit Exceeded").
 
     Canvas refuses a throttled request before it reaches the application, so it
-    is safe to repeat whatever the method.
+    is safe to repeat whatever the method. The message is the CanvasAPI
+    client's: ``Rate Limit Exceeded. X-Rate-Limit-Remaining: <value or Unknown>``.
+
+    Not a :class:`Forbidden`, although Canvas once sent throttles as 403s (and
+    the CanvasAPI client derives it from ``Forbidden``): ``except Forbidden:``
+    written to skip what the user may not see must not swallow a throttle
+    that outlasted the retries.
     """
 
+    status_code = 429
+    quiet = True
     transient = True
     certainly_not_applied = True
     reason_name = "throttled"
+
+
+class UserAgentRejected(Forbidden):
+    """403: Canvas refused the request for its missing or blocked User-Agent.
+
+    Hosted Canvas does so since January 2026. Repeating the request cannot
+    help: the client has to send a User-Agent naming its product and a
+    contact (``CanvasClient(..., user_agent="gradesync/2.1 (it@school.edu)")``).
+    """
+
+    reason_name = "user_agent_rejected"
 
 
 class ResourceDoesNotExist(HTTPException):
@@ -561,6 +594,82 @@ class ProgressFailed(CanvasException):
     reason_name = "progress_failed"
 
 
+class LocalFileError(CanvasException):
+    """A local file could not be read or written: a full disk, a missing permission.
+
+    Raised by downloads (the partial file is removed first) and uploads;
+    repeating the request cannot help.
+    """
+
+    certainly_not_applied = True
+    reason_name = "local_file_error"
+
+
+class JobStuck(RequestTimeout):
+    """A Canvas job (a Progress, an SIS import) stopped changing: no new state or progress.
+
+    Raised by the job waiters after their ``stuck_after`` seconds; the job may
+    still finish, or may need an administrator.
+    """
+
+    # Polling again at once would see the same stall: not worth a retry.
+    transient = False
+    reason_name = "job_stuck"
+
+
+class SisImportFailed(ProgressFailed):
+    """An SIS import ended ``failed``, ``failed_with_messages`` or ``aborted``.
+
+    ``errors`` holds Canvas's ``processing_errors`` (``[file, message]`` pairs);
+    ``extra["sis_import"]`` the whole final import.
+    """
+
+    reason_name = "sis_import_failed"
+
+
+class GraphQLError(CanvasException):
+    """Canvas's GraphQL answered (200) with ``errors``: a bad query, a limit, a failed field.
+
+    Args:
+        message: The text; by default the errors' messages, joined.
+        errors: The ``errors`` list as Canvas sent it (``message``,
+            ``locations``, ``path``), kept on ``errors``.
+        data: The partial ``data`` Canvas sent along, if any, kept on ``data``.
+
+    The request was read and answered: repeating it gives the same errors.
+    """
+
+    status_code = 400
+    quiet = True
+    reason_name = "graphql_error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        errors: list[Any] | None = None,
+        data: Any = None,
+        *,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        listed = errors or []
+        if message is None and listed:
+            message = "GraphQL query failed: " + "; ".join(_graphql_text(e) for e in listed[:5])
+        super().__init__(message, method=method, url=url)
+        self.errors = redact_data(listed)
+        self.data = data
+
+
+def _graphql_text(error: Any) -> str:
+    if not isinstance(error, Mapping):
+        return str(error)
+    text = str(error.get("message") or "unknown error")
+    path = error.get("path")
+    if isinstance(path, list) and path:
+        text += f" (at {'.'.join(str(p) for p in path)})"
+    return text
+
+
 class RequiredFieldMissing(CanvasException):
     """A required argument was missing; raised before any request is sent."""
 
@@ -568,6 +677,43 @@ class RequiredFieldMissing(CanvasException):
     quiet = True
     certainly_not_applied = True
     reason_name = "required_field_missing"
+
+
+class OutcomeUnknown(CanvasException):
+    """A write may or may not have been applied, and its check could not tell which.
+
+    Raised instead of repeating a write blindly: the write failed in a way
+    that may have been applied (``write_error``), then the check that looks
+    for it failed (``check_error``) or found more than one candidate
+    (``candidates``). ``look_at`` says what to inspect by hand.
+
+    Args:
+        write_error: Why the write's outcome is unknown.
+        check_error: Why the check could not answer; None when it was ambiguous.
+        candidates: What the check found (two or more when ambiguous).
+        look_at: Where to look to decide by hand.
+    """
+
+    status_code = 502
+    reason_name = "outcome_unknown"
+
+    def __init__(
+        self,
+        message: str | bytes | Mapping[str, Any] | None = None,
+        *,
+        write_error: CanvasException | None = None,
+        check_error: BaseException | None = None,
+        candidates: list[Any] | tuple[Any, ...] = (),
+        look_at: str = "",
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, url=url)
+        self.write_error = write_error
+        self.check_error = check_error
+        self.candidates = redact_data(list(candidates))
+        self.look_at = redact(look_at)
+        self.request_sent = True
 
 
 class CircuitOpen(CanvasException):

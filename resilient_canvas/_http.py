@@ -29,7 +29,35 @@ _DELAY_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,6})?")
 _MAX_LINK_LENGTH = 16 * 1024
 
 #: Query parameters that carry credentials and must never be logged or shown.
-SECRET_QUERY_KEYS = frozenset({"access_token", "token", "client_secret", "code"})
+#: A file store's signed URLs (and a Canvas file's ``verifier``) grant access too.
+SECRET_QUERY_KEYS = frozenset(
+    {
+        "access_token",
+        "token",
+        "client_secret",
+        "code",
+        "verifier",
+        "sig",
+        "signature",
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+    }
+)
+
+
+#: Canvas's JSON-hijacking guard, put in front of JSON for clients that did not
+#: ask for JSON (``Accept`` without it); not part of the document.
+JSON_GUARD = "while(1);"
+_JSON_GUARD_BYTES = JSON_GUARD.encode()
+
+
+def strip_json_guard(body: bytes) -> bytes:
+    """Return *body* without a leading ``while(1);``: every JSON parse goes through here."""
+    stripped = body.lstrip()
+    if stripped.startswith(_JSON_GUARD_BYTES):
+        return stripped[len(_JSON_GUARD_BYTES) :]
+    return body
 
 
 def status_phrase(status: int | None) -> str:

@@ -78,7 +78,7 @@ class OtelHooks:
     def __init__(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
         from opentelemetry import metrics, trace
 
-        from resilient_canvas import __version__
+        from resilient_canvas._version import __version__
 
         self._trace = trace
         self._metrics = metrics

@@ -1,7 +1,9 @@
 """Render any error as JSON, text or HTML: full for debugging, minimal for production.
 
 Modelled on Sanic's error pages, framework-neutral. :func:`exception_response`
-picks a format from the request's ``Accept`` and ``Content-Type``;
+picks a format from the request's ``Accept`` and ``Content-Type`` exactly as
+Sanic 25.12 does (:func:`guess_format`), and HTML pages keep Sanic's structure
+and ids;
 :func:`error_middleware` plugs it into aiohttp.web. What we add to Sanic's
 model: ``extra`` and tracebacks never appear in minimal output, and no access
 token appears in any output or header, debug included (every live token's exact
@@ -53,6 +55,7 @@ __all__ = [
     "error_middleware",
     "escape",
     "exception_response",
+    "guess_format",
 ]
 
 #: What production shows for an error that is not ours: never the exception text.
@@ -288,22 +291,19 @@ class HTMLRenderer(BaseRenderer):
         return self._page(full=True)
 
     def _page(self, *, full: bool) -> str:
+        # Sanic's page structure and ids, so that what reads Sanic's pages
+        # (and Sanic's own tests) reads ours: the message in the first <p>,
+        # context in <dl id="exception-context">, extra in "exception-extra".
         parts = [f"<h1>{self._e(self.title)}</h1>", f"<p>{self._e(self.text)}</p>"]
         if self.context:
-            parts.append(self._definitions("Context", self.context))
+            parts.append(self._definitions("Issue context", "exception-context", self.context))
         if full:
-            details = [
-                f"<p>{self._e(type(self.exception).__name__)} while handling path "
-                f"<code>{self._e(self.path)}</code></p>"
-            ]
+            details = ["<summary>Details for developers (debug mode only)</summary>"]
             if self.extra:
-                details.append(self._definitions("Extra", self.extra))
-            for error in self.exception_chain():
-                trace = "".join(traceback.format_exception(error, chain=False))
-                details.append(f"<pre>{self._e(trace)}</pre>")
-            parts.append(
-                "<details open><summary>Details</summary>" + "".join(details) + "</details>"
-            )
+                details.append(self._definitions("Issue extra data", "exception-extra", self.extra))
+            details.append(f"<h2>{self._e(self.request_line)}</h2>")
+            details += [self._exception_block(error) for error in self.exception_chain()]
+            parts.append(f"<details open>{''.join(details)}</details>")
         return (
             "<!DOCTYPE html><html lang=en><meta charset=utf-8>"
             f"<title>{self._e(self.title)}</title>"
@@ -312,12 +312,39 @@ class HTMLRenderer(BaseRenderer):
             f"<body>{''.join(parts)}</body></html>"
         )
 
-    def _definitions(self, heading: str, values: Mapping[str, Any]) -> str:
+    @property
+    def request_line(self) -> str:
+        """``<METHOD> <path>`` of the request (Sanic's heading), or what is known of it."""
+        method = str(getattr(self.request, "method", "") or "")
+        return " ".join(part for part in (method, self.path) if part) or "No request"
+
+    def _exception_block(self, error: BaseException) -> str:
+        # One <h3> per exception of the chain, oldest first, as tracerite
+        # heads each in Sanic's debug page.
+        name = self._e(f"{type(error).__name__}:")
+        frames = "".join(traceback.format_tb(error.__traceback__))
+        trace = f"<pre>{self._e(frames)}</pre>" if frames else ""
+        return (
+            f'<div class="exception"><h3><span class="exctype">{name}</span> '
+            f"{self._e(str(error))}</h3>{trace}</div>"
+        )
+
+    def _definitions(self, heading: str, table_id: str, values: Mapping[str, Any]) -> str:
+        # Values as text, as Sanic shows them (str(), not JSON: "bar", not '"bar"').
         rows = "".join(
-            f"<dt>{self._e(str(key))}</dt><dd><code>{self._e(self.dumps(value))}</code></dd>"
+            f'<dt><span class="key">{self._e(str(key))}</span><span>: </span></dt>'
+            f"<dd>{self._e(self._display(value))}</dd>"
             for key, value in values.items()
         )
-        return f"<h2>{heading}</h2><dl>{rows}</dl>"
+        return f'<h2>{heading}</h2><dl id="{table_id}">{rows}</dl>'
+
+    @staticmethod
+    def _display(value: Any) -> str:
+        try:
+            return str(value)
+        except Exception:
+            # A value whose __str__ fails must not turn the page into a 500.
+            return "Unable to display value"
 
     @staticmethod
     def _e(text: str) -> str:
@@ -330,55 +357,129 @@ RENDERERS: dict[str, type[BaseRenderer]] = {
     "json": JSONRenderer,
     "html": HTMLRenderer,
 }
-_BY_MIME = {"text/plain": "text", "application/json": "json", "text/html": "html"}
+#: Sanic's ``MIME_BY_CONFIG``: its order is the preference among equal matches.
+_MIME_BY_FORMAT = {"text": "text/plain", "json": "application/json", "html": "text/html"}
+_JSON = "application/json"
 
 
-def _accepted(accept: str) -> list[tuple[str, float, int]]:
-    """Parse an Accept header into (media type, quality, position)."""
-    media: list[tuple[str, float, int]] = []
-    for position, item in enumerate(accept.split(",")):
-        kind, *params = (part.strip() for part in item.split(";"))
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = max(0.0, min(1.0, float(value)))
-                except ValueError:
-                    quality = 0.0
-        if kind:
-            media.append((kind.lower(), quality, position))
-    return media
+@dataclass(frozen=True, slots=True)
+class _MediaRange:
+    """One entry of an Accept header, as Sanic's ``MediaType`` reads it."""
+
+    type: str
+    subtype: str
+    q: float
+    params: int
+
+    @property
+    def mime(self) -> str:
+        return f"{self.type}/{self.subtype}"
+
+    def matches(self, mime: str) -> bool:
+        kind, _, sub = mime.partition("/")
+        return self.type in (kind, "*") and self.subtype in (sub, "*")
 
 
-def _best_format(accept: str) -> str | None:
-    best: tuple[float, int, int, str] | None = None
-    for kind, quality, position in _accepted(accept):
-        if quality <= 0:
-            continue
-        major = kind.split("/")[0]
-        for mime, name in _BY_MIME.items():
-            if kind == mime:
-                specificity = 2
-            elif kind == f"{major}/*" and mime.startswith(major + "/"):
-                specificity = 1
-            elif kind == "*/*":
-                specificity = 0
-            else:
-                continue
-            # Higher quality, then more specific, then earlier in the header.
-            candidate = (quality, specificity, -position, name)
-            if best is None or candidate[:3] > best[:3]:
-                best = candidate
-    return best[3] if best else None
+def _media_range(item: str) -> _MediaRange | None:
+    """Parse one Accept entry; None for one without a slash, as Sanic skips those.
+
+    Raises:
+        ValueError: For an entry Sanic refuses (empty type, bad parameter, bad q).
+    """
+    if "/" not in item:
+        return None
+    mime, *raw_params = item.strip().split(";")
+    kind, subtype = mime.split("/", 1)
+    if not kind or not subtype:
+        raise ValueError(item)
+    params = {key.strip(): value.strip() for key, value in (p.split("=", 1) for p in raw_params)}
+    return _MediaRange(kind.lstrip(), subtype.rstrip(), float(params.get("q", "1.0")), len(params))
 
 
-def _header(request: Any, name: str) -> str:
+def _accept_list(accept: str | None) -> list[_MediaRange]:
+    """Sanic's ``parse_accept``: RFC 9110 order, most preferred first.
+
+    No header accepts everything; an empty one accepts nothing. A header
+    Sanic would refuse with ``InvalidHeader`` accepts nothing here: an error
+    page must render whatever the request says.
+    """
+    if accept is None:
+        accept = "*/*"
+    try:
+        ranges = [media for media in map(_media_range, accept.split(",")) if media]
+    except ValueError:
+        return []
+    # Stable: entries Sanic ranks equal keep the header's order.
+    return sorted(ranges, key=lambda m: (-m.q, -m.params, m.subtype == "*", m.type == "*"))
+
+
+def _match(accepted: list[_MediaRange], mimes: list[str]) -> str | None:
+    """Sanic's ``AcceptList.match``: by quality, then our preference, then the header.
+
+    As in Sanic, an entry with ``q=0`` still matches, after every other one.
+    """
+    candidates = sorted(
+        (-media.q, i, j, mime)
+        for j, media in enumerate(accepted)
+        for i, mime in enumerate(mimes)
+        if media.matches(mime)
+    )
+    return candidates[0][3] if candidates else None
+
+
+def _header(request: Any, name: str) -> str | None:
+    """A request header by case-insensitive name, None when absent."""
     headers = getattr(request, "headers", None) or {}
     try:
-        return str(headers.get(name, "") or "")
-    except AttributeError:
-        return ""
+        value = headers.get(name)
+        if value is None:
+            lowered = name.lower()
+            value = next((v for k, v in headers.items() if str(k).lower() == lowered), None)
+    except (AttributeError, TypeError):
+        return None
+    return None if value is None else str(value)
+
+
+def _has_json_body(request: Any) -> bool:
+    """Sanic 25.12 still guesses JSON from a parsed body (deprecated there).
+
+    Only a request that holds its parsed body (Sanic's ``request.json``) is
+    read; aiohttp's is a coroutine, and an error page does not read a body.
+    """
+    try:
+        body = getattr(request, "json", None)
+    except Exception:
+        # Sanic raises BadRequest for a body that is not JSON.
+        return False
+    return bool(body) and not callable(body)
+
+
+def guess_format(request: Any, fallback: str) -> str | None:
+    """The format Sanic 25.12's ``guess_mime`` picks, or None to use the base renderer.
+
+    Args:
+        request: The request being answered (or None: it accepts everything).
+        fallback: ``"auto"``, or ``"html"``, ``"text"`` or ``"json"``.
+
+    Returns:
+        ``"text"``, ``"json"`` or ``"html"``; None when the request accepts
+        none of the candidates.
+    """
+    accepted = _accept_list(_header(request, "Accept"))
+    formats: list[str] = []
+    if fallback in _MIME_BY_FORMAT:
+        # A forced format is still subject to Accept: if the client refuses
+        # it, the base renderer answers.
+        formats.append(fallback)
+    elif fallback == "auto" and _match(accepted, [_JSON]):
+        literal = any(media.mime == _JSON for media in accepted)
+        content_type = _header(request, "Content-Type") or ""
+        if literal or _JSON in content_type or _has_json_body(request):
+            formats.append("json")
+    if fallback == "auto":
+        formats += [name for name in _MIME_BY_FORMAT if name not in formats]
+    mime = _match(accepted, [_MIME_BY_FORMAT[name] for name in formats])
+    return next((name for name, m in _MIME_BY_FORMAT.items() if m == mime), None)
 
 
 def exception_response(
@@ -389,36 +490,35 @@ def exception_response(
     base: type[BaseRenderer] = TextRenderer,
     renderer: type[BaseRenderer] | None = None,
 ) -> RenderedError:
-    """Render *exception* in the format the request asks for.
+    """Render *exception* in the format the request asks for, as Sanic 25.12 chooses it.
 
     Args:
         request: The request being answered (or None).
         exception: What went wrong.
         debug: Whether full pages may be shown (never for quiet exceptions).
         fallback: ``"auto"`` chooses from Accept and Content-Type; ``"html"``,
-            ``"text"`` or ``"json"`` force that format.
-        base: The renderer when nothing in the request decides.
+            ``"text"`` or ``"json"`` choose that format if Accept allows it,
+            else *base*.
+        base: The renderer when the request accepts none of the candidates.
         renderer: A renderer class to use regardless of the request.
 
     Raises:
-        ValueError: ``Unknown format: <name>`` for any other *fallback*.
+        CanvasException: ``Unknown format: <name>`` for any other *fallback*,
+            as Sanic raises its base exception.
     """
-    chosen = renderer or _choose(request, fallback, base)
+    _check_format(fallback)
+    chosen = renderer or RENDERERS.get(guess_format(request, fallback) or "", base)
     return chosen(request, exception, debug).render()
 
 
-def _choose(request: Any, fallback: str, base: type[BaseRenderer]) -> type[BaseRenderer]:
-    if fallback in RENDERERS:
-        return RENDERERS[fallback]
-    if fallback != "auto":
-        raise ValueError(f"Unknown format: {fallback}")
-    accept = _header(request, "Accept")
-    content_type = _header(request, "Content-Type").split(";")[0].strip().lower()
-    named = {kind for kind, quality, _ in _accepted(accept) if quality > 0}
-    if "application/json" in named or content_type == "application/json":
-        return JSONRenderer
-    best = _best_format(accept)
-    return RENDERERS[best] if best else base
+def _check_format(fallback: str) -> None:
+    """Refuse an unknown format name as Sanic's ``check_error_format`` does.
+
+    Raises:
+        CanvasException: ``Unknown format: <name>``.
+    """
+    if fallback != "auto" and fallback not in RENDERERS:
+        raise CanvasException(f"Unknown format: {fallback}")
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -434,9 +534,11 @@ def error_middleware(
         fallback: As for :func:`exception_response`.
         catch_all: Also render every other ``Exception`` (500, apology text
             outside debug) instead of letting aiohttp handle it.
+
+    Raises:
+        CanvasException: ``Unknown format: <name>`` for an unknown *fallback*.
     """
-    if fallback != "auto" and fallback not in RENDERERS:
-        raise ValueError(f"Unknown format: {fallback}")
+    _check_format(fallback)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -448,12 +550,8 @@ def error_middleware(
             if not (catch_all or isinstance(error, CanvasException)):
                 raise
             page = exception_response(request, error, debug, fallback)
-            return web.Response(
-                status=page.status,
-                headers=page.headers,
-                body=page.body_bytes,
-                content_type=page.content_type.split(";")[0],
-                charset="utf-8",
-            )
+            # The renderer's Content-Type as it is (JSON without a charset, as Sanic sends it).
+            headers = {**page.headers, "Content-Type": page.content_type}
+            return web.Response(status=page.status, headers=headers, body=page.body_bytes)
 
     return middleware

@@ -11,7 +11,8 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   ├── Unauthorized                  401 without WWW-Authenticate: scope or permission
     │   │   └── InvalidAccessToken        401 with WWW-Authenticate: bad, expired or revoked token
     │   ├── Forbidden                     403: permission denied
-    │   │   └── RateLimitExceeded         429, or legacy 403 "Rate Limit Exceeded"
+    │   ├── RateLimitExceeded             429, or legacy 403 "Rate Limit Exceeded" (not a Forbidden)
+    │   ├── UserAgentRejected             403 for a missing or blocked User-Agent: not retried
     │   ├── ResourceDoesNotExist          404 (alias NotFound)
     │   │   └── FileNotFound
     │   ├── MethodNotAllowed              405 (alias MethodNotSupported)
@@ -19,6 +20,7 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   │   ├── ConnectTimeout            could not connect in time: never sent
     │   │   ├── ReadTimeout               sent, no answer in time: may have been applied
     │   │   ├── ThrottleTimeout           the deadline passed waiting for our throttle: never sent
+    │   │   ├── JobStuck                  a Canvas job (Progress, SIS import) stopped changing
     │   │   └── GatewayTimeout            504
     │   ├── Conflict                      409
     │   ├── PayloadTooLarge               413
@@ -38,7 +40,11 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   └── InvalidResponse               an answer we cannot use (truncated, not JSON, loops)
     ├── CircuitOpen                       Canvas is down and the deadline ends before the next probe
     ├── ProgressFailed                    a Canvas background job (Progress) failed
-    └── RequiredFieldMissing              a required argument is missing (raised before sending)
+    │   └── SisImportFailed               an SIS import failed or was aborted (messages on .errors)
+    ├── GraphQLError                      Canvas's GraphQL answered with errors (kept on .errors)
+    ├── LocalFileError                    a local file could not be read or written (disk full)
+    ├── RequiredFieldMissing              a required argument is missing (raised before sending)
+    └── OutcomeUnknown                    a write may have been applied and its check could not tell
 
 Each instance carries what a caller needs without reparsing: ``status_code``,
 ``method``, ``url`` (credentials removed), ``retry_after``,
@@ -78,6 +84,7 @@ from resilient_canvas._errors import (
     FileNotFound,
     Forbidden,
     GatewayTimeout,
+    GraphQLError,
     HeaderExpectationFailed,
     HeaderNotFound,
     HTTPException,
@@ -87,9 +94,12 @@ from resilient_canvas._errors import (
     InvalidRangeType,
     InvalidResponse,
     InvalidUsage,
+    JobStuck,
+    LocalFileError,
     MethodNotAllowed,
     MethodNotSupported,
     NotFound,
+    OutcomeUnknown,
     PayloadTooLarge,
     ProgressFailed,
     RangeNotSatisfiable,
@@ -100,6 +110,7 @@ from resilient_canvas._errors import (
     ResourceDoesNotExist,
     ServerError,
     ServiceUnavailable,
+    SisImportFailed,
     ThrottleTimeout,
     TLSError,
     TransportError,
@@ -107,6 +118,7 @@ from resilient_canvas._errors import (
     UnprocessableEntity,
     URITooLong,
     URLBuildError,
+    UserAgentRejected,
     describe_canvas_body,
 )
 from resilient_canvas._translate import AIOHTTP_EXCEPTION_MAP, UnderlyingError, from_aiohttp_error
@@ -127,6 +139,7 @@ __all__ = [
     "FileNotFound",
     "Forbidden",
     "GatewayTimeout",
+    "GraphQLError",
     "HTTPException",
     "HeaderExpectationFailed",
     "HeaderNotFound",
@@ -136,9 +149,12 @@ __all__ = [
     "InvalidRangeType",
     "InvalidResponse",
     "InvalidUsage",
+    "JobStuck",
+    "LocalFileError",
     "MethodNotAllowed",
     "MethodNotSupported",
     "NotFound",
+    "OutcomeUnknown",
     "PayloadTooLarge",
     "ProgressFailed",
     "RangeNotSatisfiable",
@@ -149,6 +165,7 @@ __all__ = [
     "ResourceDoesNotExist",
     "ServerError",
     "ServiceUnavailable",
+    "SisImportFailed",
     "TLSError",
     "ThrottleTimeout",
     "TransportError",
@@ -157,6 +174,7 @@ __all__ = [
     "Unauthorized",
     "UnderlyingError",
     "UnprocessableEntity",
+    "UserAgentRejected",
     "classify_response",
     "describe_canvas_body",
     "from_aiohttp_error",

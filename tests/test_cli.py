@@ -143,7 +143,7 @@ async def test_api_throttled_out_exits_5(sim: CanvasSimulator) -> None:
     run = await cli("api", "GET", "courses/101", "--attempts", "1", env=canvas_env(sim))
 
     assert 5 == run.code
-    assert "Too Many Requests" in run.stderr or "throttling" in run.stderr
+    assert "Too Many Requests" in run.stderr or "Rate Limit Exceeded" in run.stderr
 
 
 async def test_api_unreachable_url_exits_6() -> None:

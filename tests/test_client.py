@@ -33,6 +33,7 @@ from resilient_canvas import (
     route_template,
 )
 from resilient_canvas import exceptions as exc
+from resilient_canvas._agent import DEFAULT_USER_AGENT
 from resilient_canvas.testing import (
     CanvasSimulator,
     DataSettings,
@@ -460,6 +461,16 @@ CANCELLABLE: dict[str, Callable[[CanvasClient], Awaitable[Any]]] = {
     "request": lambda c: c.request("GET", "courses/101"),
     "paginate": lambda c: anext(c.paginate("courses/101/enrollments")),  # type: ignore[arg-type]
     "map": lambda c: c.map(lambda _: c.get("courses/101"), [1, 2, 3]),
+    "wait_for_progress": lambda c: c.wait_for_progress(1),
+    # Workflows (issue 17): cancelled during their first Canvas request.
+    "upload": lambda c: c.upload(b"x", to="courses/101/files", name="x.txt"),
+    "download": lambda c: c.download(f"{c.base_url}files/1/download", "never-written.bin"),
+    "graphql": lambda c: c.graphql("{ allCourses { _id } }"),
+    "graphql_nodes": lambda c: anext(  # type: ignore[arg-type]
+        c.graphql_nodes("{ allCourses { _id } }", connection="allCourses")
+    ),
+    "start_sis_import": lambda c: c.start_sis_import(1, b"user_id,login_id\n"),
+    "wait_for_sis_import": lambda c: c.wait_for_sis_import(1, 1),
 }
 
 
@@ -852,7 +863,7 @@ async def test_external_session_gets_user_agent_and_timeout(
             with pytest.raises(exc.ReadTimeout):
                 await asyncio.wait_for(client.get("hang"), 2)
 
-    assert "grade-sync/2.0" == seen["user_agent"]
+    assert f"grade-sync/2.0 {DEFAULT_USER_AGENT}" == seen["user_agent"]
 
 
 async def test_aclose_fails_calls_in_flight_with_a_canvas_exception(

@@ -92,7 +92,7 @@ def test_rows_carry_the_class_attributes() -> None:
         rows["BadRequest"].aliases,
         rows["BadRequest"].canvasapi_name,
     )
-    assert ("Forbidden", None) == (
+    assert ("HTTPException", None) == (
         rows["RateLimitExceeded"].parent,
         rows["RateLimitExceeded"].canvasapi_name,
     )

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from bs4 import BeautifulSoup
 
 from resilient_canvas import exceptions as exc
 from resilient_canvas.errorpages import (
@@ -26,8 +27,9 @@ from resilient_canvas.exceptions import classify_response
 
 @dataclass
 class FakeRequest:
-    """The smallest request: a path, query args and headers."""
+    """The smallest request: a method, a path, query args and headers."""
 
+    method: str = "POST"
     path: str = "/lti/launch"
     args: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
@@ -130,6 +132,70 @@ def test_json_minimal_and_full_keys() -> None:
     assert "Forbidden" == full["exceptions"][0]["type"]
 
 
+@pytest.mark.parametrize("debug", [True, False])
+def test_html_context_is_a_definition_list_of_plain_values(debug: bool) -> None:
+    """Context goes in <dl id="exception-context">, each value as text, not as JSON."""
+    error = exc.NotFound("No such course.", context={"course": "BIO 101", "ids": [1, 2]})
+
+    page = exception_response(FakeRequest(), error, debug, renderer=HTMLRenderer)
+
+    soup = BeautifulSoup(page.body, "html.parser")
+    (table,) = soup.find_all("dl", {"id": "exception-context"})
+    assert ["course: ", "ids: "] == [dt.text for dt in table.find_all("dt")]
+    assert ["BIO 101", "[1, 2]"] == [dd.text for dd in table.find_all("dd")]
+    assert "No such course." == soup.find("p").text
+
+
+def test_html_debug_page_names_the_request_and_each_exception_of_the_chain() -> None:
+    """Debug HTML has an <h2> "<method> <path>" and one <h3> per exception, oldest first."""
+    try:
+        try:
+            raise ConnectionResetError("peer reset")
+        except ConnectionResetError as cause:
+            raise exc.ServerError("Canvas broke.") from cause
+    except exc.ServerError as error:
+        page = exception_response(FakeRequest(), error, True, renderer=HTMLRenderer)
+
+    soup = BeautifulSoup(page.body, "html.parser")
+    assert "POST /lti/launch" in [h2.text for h2 in soup.find_all("h2")]
+    assert ["ConnectionResetError: peer reset", "ServerError: Canvas broke."] == [
+        h3.text for h3 in soup.find_all("h3")
+    ]
+
+
+def test_html_minimal_page_has_no_details() -> None:
+    """Outside debug the HTML page has no request heading, exceptions or extra."""
+    error = exc.ServerError("Canvas broke.", extra={"request_id": "req-42"})
+
+    soup = BeautifulSoup(
+        exception_response(FakeRequest(), error, False, renderer=HTMLRenderer).body,
+        "html.parser",
+    )
+
+    assert ([], [], None) == (
+        soup.find_all("h3"),
+        soup.find_all("details"),
+        soup.find("dl", {"id": "exception-extra"}),
+    )
+
+
+@pytest.mark.parametrize("renderer", RENDERERS)
+def test_a_computed_message_renders_its_page(renderer: type) -> None:
+    """A subclass whose message is a property gets its own page, not a 500."""
+
+    class Teapot(exc.CanvasException):
+        status_code = 418
+
+        @property
+        def message(self) -> str:  # type: ignore[override]
+            return f"Found {self.extra['foo']}"
+
+    page = exception_response(FakeRequest(), Teapot(extra={"foo": "bar"}), False, renderer=renderer)
+
+    assert 418 == page.status
+    assert "Found bar" in page.body
+
+
 def test_foreign_exception_apology_outside_debug() -> None:
     """A non-Canvas exception answers 500 with a fixed apology, never its text, in production."""
     error = RuntimeError("database password is hunter2")
@@ -178,11 +244,19 @@ def test_exception_headers_go_on_the_result(
         ("text/html;q=0.5,text/plain;q=0.9", "", TextRenderer),
         ("text/*", "", TextRenderer),
         ("image/png", "", TextRenderer),
-        ("application/json;q=0", "", TextRenderer),
+        # As in Sanic 25.12: q=0 still matches, only after every other entry.
+        ("application/json;q=0", "", JSONRenderer),
+        # A JSON body does not override an Accept that names only HTML or text.
+        ("text/html", "application/json", HTMLRenderer),
+        ("text/plain", "application/json", TextRenderer),
+        # Equal quality: our preference (text, JSON, HTML) beats the header's order.
+        ("text/html,text/plain", "", TextRenderer),
+        # A header Sanic refuses accepts nothing: the base renderer answers.
+        ("a/b;q=high", "", TextRenderer),
     ],
 )
 def test_auto_format_choice(accept: str, content_type: str, expected: type) -> None:
-    """ "auto" picks JSON when Accept names it or the body is JSON, else the best match."""
+    """ "auto" picks JSON when Accept allows it and names it or the body is JSON, else the best."""
     headers = {k: v for k, v in (("Accept", accept), ("Content-Type", content_type)) if v}
     page = exception_response(FakeRequest(headers=headers), exc.NotFound(), False)
 
@@ -193,8 +267,8 @@ def test_auto_format_choice(accept: str, content_type: str, expected: type) -> N
     ("name", "renderer"), [("html", HTMLRenderer), ("json", JSONRenderer), ("text", TextRenderer)]
 )
 def test_named_fallback_forces_the_format(name: str, renderer: type) -> None:
-    """A named fallback wins over the request's headers."""
-    request = FakeRequest(headers={"Accept": "application/json"})
+    """A named fallback wins over a JSON body and over an Accept that allows it."""
+    request = FakeRequest(headers={"Accept": "*/*", "Content-Type": "application/json"})
 
     assert (
         renderer.content_type
@@ -202,10 +276,22 @@ def test_named_fallback_forces_the_format(name: str, renderer: type) -> None:
     )
 
 
+@pytest.mark.parametrize("accept", ["application/json", "text/plain", ""])
+def test_forced_html_falls_back_when_accept_excludes_it(accept: str) -> None:
+    """A forced format the client does not accept gives the base renderer, as in Sanic."""
+    request = FakeRequest(headers={"Accept": accept})
+
+    page = exception_response(request, exc.NotFound(), False, fallback="html")
+
+    assert TextRenderer.content_type == page.content_type
+
+
 def test_unknown_format_is_refused() -> None:
-    """Any other fallback raises "Unknown format"."""
-    with pytest.raises(ValueError, match="Unknown format: yaml"):
+    """Any other fallback raises "Unknown format" as our base exception, as Sanic does."""
+    with pytest.raises(exc.CanvasException, match="Unknown format: yaml"):
         exception_response(FakeRequest(), exc.NotFound(), False, fallback="yaml")
+    with pytest.raises(exc.CanvasException, match="Unknown format: yaml"):
+        error_middleware(fallback="yaml")
 
 
 @pytest.mark.parametrize("debug", [True, False])

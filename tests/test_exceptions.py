@@ -75,22 +75,6 @@ CANVAS_ERRORS = [
         id="not-permitted",
     ),
     pytest.param(
-        403,
-        {"Content-Type": "text/plain; charset=utf-8", "X-Rate-Limit-Remaining": "-12.5"},
-        b"403 Forbidden (Rate Limit Exceeded)\n",
-        exc.RateLimitExceeded,
-        "Rate Limit Exceeded",
-        id="legacy-throttle",
-    ),
-    pytest.param(
-        429,
-        {"X-Rate-Limit-Remaining": "35.2"},
-        b"429 Too Many Requests (Rate Limit Exceeded)\n",
-        exc.RateLimitExceeded,
-        "Rate Limit Exceeded",
-        id="throttle-429",
-    ),
-    pytest.param(
         404,
         JSON,
         _body(
@@ -222,6 +206,72 @@ def test_canvas_error_bodies_classify(
     assert said in error.message
     assert str(error) == error.message
     assert error.message.startswith("GET https://c.test/api/v1/x failed with")
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "expected"),
+    [
+        pytest.param(
+            403,
+            {"Content-Type": "text/plain; charset=utf-8", "X-Rate-Limit-Remaining": "-12.5"},
+            b"403 Forbidden (Rate Limit Exceeded)\n",
+            "Rate Limit Exceeded. X-Rate-Limit-Remaining: -12.5",
+            id="legacy-throttle",
+        ),
+        pytest.param(
+            429,
+            {"X-Rate-Limit-Remaining": "35.2"},
+            b"429 Too Many Requests (Rate Limit Exceeded)\n",
+            "Rate Limit Exceeded. X-Rate-Limit-Remaining: 35.2",
+            id="throttle-429",
+        ),
+        pytest.param(
+            429, {}, b"", "Rate Limit Exceeded. X-Rate-Limit-Remaining: Unknown", id="no-header"
+        ),
+        pytest.param(
+            429,
+            {"X-Rate-Limit-Remaining": "9" * 5000},
+            b"",
+            "Rate Limit Exceeded. X-Rate-Limit-Remaining: " + "9" * 64,
+            id="huge-header",
+        ),
+    ],
+)
+def test_throttles_carry_canvasapis_message(
+    status: int, headers: dict[str, str], body: bytes, expected: str
+) -> None:
+    """A throttle's message is the CanvasAPI client's, the header's text as sent (bounded)."""
+    error = classify_response(status, headers, body, method="GET", url="https://c.test/api/v1/x")
+
+    assert exc.RateLimitExceeded is type(error)
+    assert (expected, expected) == (error.message, str(error))
+    assert (status, "GET") == (error.status_code, error.method)
+
+
+def test_rate_limit_exceeded_is_not_forbidden() -> None:
+    """except Forbidden: (skipping what the user may not see) does not swallow a throttle."""
+    throttle = classify_response(403, {}, b"403 Forbidden (Rate Limit Exceeded)\n")
+
+    assert not isinstance(throttle, exc.Forbidden)
+    assert isinstance(throttle, exc.HTTPException)
+    assert (429, True) == (exc.RateLimitExceeded().status_code, exc.RateLimitExceeded().quiet)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'"Not allowed here."', "Canvas said: Not allowed here."),
+        (b"Not allowed here.", "Canvas said: Not allowed here."),
+        (b'{"errors":[{"message":"say \\"hi\\""}]}', 'Canvas said: say "hi"'),
+    ],
+    ids=["json-string", "plain-text", "quoting-message"],
+)
+def test_body_text_is_not_wrapped_in_quotes(body: bytes, expected: str) -> None:
+    """Canvas's words follow as they are: a JSON string body is its text, no doubled quotes."""
+    error = classify_response(403, {}, body, method="GET", url="https://c.test/api/v1/x")
+
+    assert error.message.endswith(expected)
+    assert '""' not in error.message
 
 
 STATUS_TABLE = [
@@ -399,6 +449,45 @@ def test_class_message_wins_over_phrase() -> None:
 
     assert "Custom trouble." == Custom().message
     assert "explicit" == Custom("explicit").message
+
+
+class _Computed(exc.HTTPException):
+    """A Sanic-style subclass: the message is a read-only property."""
+
+    status_code = 418
+
+    @property
+    def message(self) -> str:  # type: ignore[override]
+        return f"Brewing {self.context['drink']} for {self.extra['who']}"
+
+
+def test_message_may_be_a_property() -> None:
+    """A read-only message property is computed from context and extra, not assigned."""
+    error = _Computed(context={"drink": "tea"}, extra={"who": "Bearer abcdefghijklmnop"})
+
+    assert "Brewing tea for Bearer [redacted]" == str(error)
+    assert "Brewing tea for Bearer abcdefghijklmnop" == error.message
+    assert 418 == error.status_code
+
+
+def test_explicit_message_beats_a_message_property() -> None:
+    """As in Sanic, str() is the message given to the constructor."""
+    error = _Computed("Out of tea.", context={"drink": "tea"}, extra={"who": "Ann"})
+
+    assert "Out of tea." == str(error)
+
+
+def test_computed_message_survives_redaction_and_pickling() -> None:
+    """The classifier's redaction and a round trip through pickle leave it working."""
+    import pickle
+
+    from resilient_canvas._errors import redact_error
+
+    error = _Computed("Out of tea.", context={"drink": "tea"}, extra={"who": "Ann"})
+    redact_error(error)
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes)
+
+    assert ("Out of tea.", "Brewing tea for Ann") == (str(copy), copy.message)
 
 
 def test_explicit_quiet_beats_class_default() -> None:

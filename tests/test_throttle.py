@@ -48,7 +48,7 @@ async def test_headerless_concurrency_until_headers_appear() -> None:
 async def test_idle_bucket_admits_eleven() -> None:
     """At Canvas's defaults an idle bucket admits 11 in flight; the 12th waits."""
     clock = FakeClock()
-    throttle = make(clock, margin=0.0)
+    throttle = make(clock, margin=0.0, learn=False)
     await settle(throttle, 600.0, cost=0.0)
     permits = [await throttle.acquire() for _ in range(11)]
     twelfth = asyncio.ensure_future(throttle.acquire())
@@ -62,12 +62,12 @@ async def test_idle_bucket_admits_eleven() -> None:
 async def test_full_bucket_admits_one_after_the_drain_time() -> None:
     """Never starves: with the bucket full, one request starts once the model says it drained."""
     clock = FakeClock()
-    throttle = make(clock, margin=10.0)
-    await settle(throttle, 20.0, cost=0.0)  # base 580
+    throttle = make(clock, margin=10.0, learn=False)
+    await settle(throttle, 20.0, cost=0.0)  # count 580
 
     await throttle.acquire()
 
-    # Needs base + 50 + 10 < 600: 40 units to leak at 10/s.
+    # Needs remaining >= 50 + 10: 40 units to leak at 10/s.
     assert 4.0 == pytest.approx(sum(clock.sleeps), abs=0.01)
 
 
@@ -108,10 +108,10 @@ async def test_cancelled_waiter_frees_its_place() -> None:
     assert 0 == len(throttle._queue)
 
 
-async def test_throttle_with_a_low_base_halves_concurrency_without_pausing() -> None:
-    """Throttled by reservations alone: no pause (they free themselves); the limit halves."""
+async def test_throttle_with_room_left_by_reservations_needs_no_pause() -> None:
+    """Throttled while reservations fill the bucket: they free themselves, so no pause."""
     clock = FakeClock()
-    throttle = make(clock, margin=10.0)
+    throttle = make(clock, margin=10.0, learn=False)
     await settle(throttle, 600.0)
     permits = [await throttle.acquire() for _ in range(6)]
     clock.advance(1.0)
@@ -120,25 +120,23 @@ async def test_throttle_with_a_low_base_halves_concurrency_without_pausing() -> 
         throttle.release(permits[0], Observation(remaining=30.0, throttled=True))
 
     estimate = throttle.estimate()
-    # Base = 600 - 30 - 5 others * 50 = 320; 320 + 50 + 10 < 600: no drain needed.
-    assert 0.0 == estimate.paused_for_s
+    assert 0.0 == throttle.pause_remaining()
     assert 1 == estimate.throttled_responses
     assert "canvas.throttle_paused" == logs[0]["event"]
-    assert 2 == logs[0]["in_flight_limit"]
     for permit in permits[1:]:
         throttle.release(permit, Observation(remaining=590.0, cost=0.01))
 
 
-async def test_throttle_with_a_full_base_pauses_for_the_drain_time() -> None:
-    """When the base level itself is high, the shared pause lasts until one request fits."""
+async def test_throttle_with_a_full_bucket_pauses_for_the_drain_time() -> None:
+    """When the count itself is high, the model's wait lasts until one request fits."""
     clock = FakeClock()
-    throttle = make(clock, margin=10.0)
+    throttle = make(clock, margin=10.0, learn=False)
     await settle(throttle, 600.0)
     permit = await throttle.acquire()
 
     throttle.release(permit, Observation(remaining=5.0, throttled=True))
 
-    # Base 595: (595 + 50 + 10 - 600) / 10 = 5.5 s.
+    # remaining 5 must reach 50 + 10: 5.5 s at 10/s.
     assert 5.5 == pytest.approx(throttle.pause_remaining())
 
 
@@ -153,15 +151,17 @@ async def test_throttle_without_headers_backs_off() -> None:
         clock.advance(expected)
 
 
-async def test_hwm_and_up_front_cost_are_learnt() -> None:
-    """hwm rises to what an idle bucket reports; up_front_cost to a throttled remaining."""
+async def test_a_larger_remaining_raises_hwm_and_a_throttle_raises_up_front_cost() -> None:
+    """remaining <= hwm always; a throttle says this route reserves about its remaining."""
     clock = FakeClock()
     throttle = make(clock)
     await settle(throttle, 700.0)
-    permit = await throttle.acquire()
+    before = throttle.model.up_front_for("GET /x")
+    permit = await throttle.acquire("GET /x")
     throttle.release(permit, Observation(remaining=80.0, throttled=True))
 
-    assert (700.0, 80.0) == (throttle.hwm, throttle.up_front_cost)
+    assert 700.0 == pytest.approx(throttle.hwm, abs=0.1)
+    assert throttle.model.up_front_for("GET /x") > before
 
 
 async def test_priors_stay_when_learning_is_off() -> None:
@@ -175,7 +175,7 @@ async def test_priors_stay_when_learning_is_off() -> None:
 async def test_route_costs_and_eta() -> None:
     """Costs are averaged per route and drive the ETA of remaining work."""
     clock = FakeClock()
-    throttle = make(clock, margin=0.0)
+    throttle = make(clock, margin=0.0, learn=False)
     for _ in range(3):
         permit = await throttle.acquire("GET /api/v1/courses/:id")
         throttle.release(permit, Observation(remaining=600.0, cost=2.0))
@@ -195,16 +195,18 @@ async def test_release_is_idempotent() -> None:
     assert 0 == throttle.estimate().in_flight
 
 
-async def test_testing_mode_never_waits_on_time() -> None:
-    """In testing mode a full bucket does not make anyone wait."""
+async def test_testing_mode_skips_the_wait_but_not_the_decision() -> None:
+    """In testing mode the model's wait passes on a virtual clock: same decision, no sleep."""
     clock = FakeClock()
-    throttle = make(clock)
+    throttle = make(clock, learn=False)
     await settle(throttle, 0.0)
     set_testing(True)
+    waited_before = throttle.pause_remaining()
 
     await throttle.acquire()
 
     assert [] == clock.sleeps
+    assert waited_before == pytest.approx(throttle._skipped, abs=0.05)
 
 
 def test_config_validation() -> None:
@@ -228,3 +230,65 @@ async def test_paced_client_avoids_throttles_on_the_simulator() -> None:
     assert 0 == len(result.failures)
     assert sim.stats.throttled <= 3
     assert sim.stats.peak_in_flight <= 11
+
+
+async def test_resilient_feeds_successes_back_to_its_throttle() -> None:
+    """r14: @resilient(throttle=...) releases every success, so a throttle's cut heals."""
+    from resilient_canvas import classify_response, resilient
+
+    throttle = make(FakeClock(), headerless_in_flight=8)
+    calls = 0
+
+    @resilient(throttle=throttle, idempotent=True)
+    async def fetch(index: int) -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+        if calls == 20:
+            raise classify_response(429, {}, b"429 Too Many Requests (Rate Limit Exceeded)")
+        return index
+
+    set_testing(True)
+    await asyncio.gather(*(fetch(i) for i in range(40)))
+    assert throttle.estimate().throttled_responses >= 1
+    await asyncio.gather(*(fetch(i) for i in range(200)))
+
+    assert 8 == throttle.estimate().in_flight_limit
+
+
+async def test_headerless_server_recovers_after_one_throttle() -> None:
+    """r1b: a proxy strips the quota headers and one 429 comes: concurrency comes back."""
+    from aiohttp import web
+
+    state = {"n": 0, "in_flight": 0, "peak_after": 0}
+
+    async def handler(request: web.Request) -> web.Response:
+        state["n"] += 1
+        number = state["n"]
+        state["in_flight"] += 1
+        if number > 100:
+            state["peak_after"] = max(state["peak_after"], state["in_flight"])
+        try:
+            await asyncio.sleep(0.002)
+            if number == 30:
+                return web.Response(status=429, text="Too Many Requests")
+            return web.json_response({"id": number})
+        finally:
+            state["in_flight"] -= 1
+
+    app = web.Application()
+    app.router.add_get("/api/v1/x/{i}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    set_testing(True)
+    try:
+        async with CanvasClient(f"http://127.0.0.1:{port}", "tok", throttle=Throttle()) as canvas:
+            result = await canvas.map(lambda i: canvas.get(f"x/{i}"), range(300))
+    finally:
+        await runner.cleanup()
+
+    assert 0 == len(result.failures)
+    assert 8 == state["peak_after"]

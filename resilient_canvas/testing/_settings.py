@@ -31,7 +31,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from resilient_canvas.testing._bucket import ThrottleSettings
 from resilient_canvas.testing._data import DataSettings
@@ -144,6 +144,13 @@ class SimulatorSettings:
         seed: Seed of service-time, cost and latency sampling.
         record_timeline: Record (time, bucket level, in flight) at every
             reservation and settlement, for plots.
+        require_user_agent: Refuse (403, as hosted Canvas does since January
+            2026) requests without a User-Agent or with a blocked one.
+        blocked_user_agents: User-Agents refused even when present: a request
+            whose User-Agent contains one of these (ignoring case) is refused.
+        json_guard: When JSON answers start with ``while(1);``: ``"auto"``
+            when the request's ``Accept`` names neither JSON nor ``*/*``,
+            ``"always"``, or ``"never"``.
     """
 
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
@@ -157,6 +164,9 @@ class SimulatorSettings:
     insufficient_scope_tokens: frozenset[str] = frozenset()
     seed: int = 3
     record_timeline: bool = False
+    require_user_agent: bool = True
+    blocked_user_agents: tuple[str, ...] = ()
+    json_guard: Literal["auto", "always", "never"] = "auto"
 
     @classmethod
     def hosted(cls, **changes: Any) -> SimulatorSettings:

@@ -37,7 +37,10 @@ from resilient_canvas.testing._data import (
     scheme_for,
 )
 from resilient_canvas.testing._faults import Fault, FaultPicker
+from resilient_canvas.testing._files import FileStore
 from resilient_canvas.testing._grading import GRADING_TYPES, GradeError, grade
+from resilient_canvas.testing._graphql import GraphQLEndpoint
+from resilient_canvas.testing._oauth import TOKEN_PATH, OAuthServer
 from resilient_canvas.testing._pagination import bookmark_page, ordinal_page
 from resilient_canvas.testing._params import parse_nested
 from resilient_canvas.testing._settings import (
@@ -45,6 +48,13 @@ from resilient_canvas.testing._settings import (
     SimulatorSettings,
     latency_rng,
     work_rng,
+)
+from resilient_canvas.testing._sis import SisImports
+from resilient_canvas.testing._writes import (
+    WriteRoutes,
+    WriteState,
+    default_section_id,
+    resolve_course,
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -72,6 +82,8 @@ class SimulatorStats:
         client_disconnects: Requests whose client went away before they were read.
         faults: How often each fault was injected.
         statuses: How often each status was answered.
+        methods: How many requests came with each method (the reads that
+            checked a write's outcome show here).
     """
 
     requests: int = 0
@@ -84,6 +96,7 @@ class SimulatorStats:
     client_disconnects: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
+    methods: Counter[str] = field(default_factory=Counter)
 
 
 def ruby_float(value: float) -> str:
@@ -123,13 +136,25 @@ class CanvasApp:
         self.token = settings.token or "sim-" + secrets.token_urlsafe(24)
         self._clock = clock
         self._sleep = sleep
-        self.app = web.Application(middlewares=[self._canvas_middleware])
+        self.app = web.Application(
+            middlewares=[self._canvas_middleware], client_max_size=64 * 1024**2
+        )
+        #: The second origin uploads go to and downloads come from.
+        self.files = FileStore()
+        self.graphql = GraphQLEndpoint(lambda: self.data)
+        self.sis = SisImports()
+        #: OAuth2 token records, the refresh grant and expiry.
+        self.oauth = OAuthServer()
+        self._writes = WriteRoutes(
+            lambda: self.data, lambda: self.writes, _params, self._record_write
+        )
         self._add_routes()
         self.reset()
 
     def reset(self) -> None:
         """Restore the data, buckets, faults and statistics to their initial state."""
         self.data: CanvasData = generate(self.settings.data)
+        self.writes = WriteState.seeded(self.data)
         self.buckets: dict[str, LeakyBucket] = {}
         self.stats = SimulatorStats()
         self._faults = FaultPicker(self.settings.faults)
@@ -149,7 +174,9 @@ class CanvasApp:
 
     def bucket(self, token: str | None = None) -> LeakyBucket:
         """Return the bucket of *token* (the simulator's own token by default)."""
-        key = token_key(token or self.token)
+        # Canvas keys the bucket by the token's record, which survives a refresh.
+        chosen = token or self.token
+        key = token_key(self.oauth.record_of(chosen) or chosen)
         if key not in self.buckets:
             self.buckets[key] = LeakyBucket(self.settings.throttle, self._clock)
         return self.buckets[key]
@@ -165,6 +192,7 @@ class CanvasApp:
         await self._transit()  # the request crosses the network
         stats = self.stats
         stats.requests += 1
+        stats.methods[request.method] += 1
         stats.in_flight += 1
         stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
         try:
@@ -193,6 +221,10 @@ class CanvasApp:
     async def _serve(
         self, request: web.Request, handler: Handler, fault: Fault | None
     ) -> web.StreamResponse:
+        # Refused at the edge, before the throttle: no Canvas headers.
+        refused = _refuse_user_agent(request, self.settings)
+        if refused is not None:
+            return refused
         # Load-balancer faults happen in front of Canvas: no Canvas headers.
         if fault is Fault.MAINTENANCE:
             return _html(503, "Canvas is down for scheduled maintenance")
@@ -240,7 +272,12 @@ class CanvasApp:
             return web.json_response(body, status=500), 0.01
         if fault is Fault.HTML_ERROR:
             return _html(500, "We're sorry, but something went wrong"), 0.01
-        denied = _authenticate(token, self.token, self.settings)
+        if request.path == TOKEN_PATH:
+            denied = None  # the grant authenticates the client, not a token
+        elif token is not None and self.oauth.record_of(token) is not None:
+            denied = self.oauth.authenticate(token)
+        else:
+            denied = _authenticate(token, self.token, self.settings)
         if denied is not None:
             return denied, 0.001
         seconds, cost = self._profile_for(request).sample(self._work_rng)
@@ -253,11 +290,17 @@ class CanvasApp:
     ) -> web.StreamResponse:
         if fault is Fault.GATEWAY_TIMEOUT:
             return _html(504, "504 Gateway Time-out")
+        if fault is Fault.HANG_AFTER_WRITE:
+            # The work is done; the answer comes after the client gave up.
+            await self._sleep(self.settings.faults.hang_seconds)
         if fault is Fault.DROP_AFTER_WRITE:
             # The work is done; the client never learns it.
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError
+        if isinstance(response, web.Response) and _guards_json(request, response, self.settings):
+            body = response.body if isinstance(response.body, bytes) else b""
+            response.body = JSON_GUARD + body
         if fault is Fault.MALFORMED_JSON and isinstance(response, web.Response):
             body = response.body if isinstance(response.body, bytes) else b"{}"
             response.body = body[: max(1, len(body) // 2)]
@@ -285,6 +328,7 @@ class CanvasApp:
         }
         document["faults"] = dict(stats.faults)
         document["statuses"] = {str(status): count for status, count in stats.statuses.items()}
+        document["methods"] = dict(stats.methods)
         document["bucket_level"] = round(self.bucket().level(), 3)
         return document
 
@@ -352,6 +396,11 @@ class CanvasApp:
         r.add_post(base + "/update_grades", self._update_grades)
         r.add_put(base + "/{user_id}", self._grade_submission)
         r.add_get("/api/v1/progress/{progress_id}", self._get_progress)
+        self.files.add_canvas_routes(r)
+        r.add_post("/api/graphql", self.graphql.handle)
+        self.sis.add_routes(r)
+        r.add_post(TOKEN_PATH, self.oauth.grant)
+        self._writes.add_routes(r)
 
     async def _list_courses(self, request: web.Request) -> web.Response:
         params = _query(request)
@@ -372,7 +421,7 @@ class CanvasApp:
         return ordinal_page(request, courses)
 
     async def _get_course(self, request: web.Request) -> web.Response:
-        course = self.data.courses.get(_int(request.match_info["course_id"]))
+        course = self.data.courses.get(resolve_course(request.match_info["course_id"], self.data))
         return web.json_response(course) if course else _not_found()
 
     async def _get_user(self, request: web.Request) -> web.Response:
@@ -414,8 +463,14 @@ class CanvasApp:
         state = str(enrollment.get("enrollment_state", "invited"))
         if state not in ("active", "invited", "inactive"):
             state = "invited"
-        self._record_write(("enroll", course_id, user_id, kind), idempotent=False)
-        return web.json_response(new_enrollment(self.data, course_id, user_id, kind, state))
+        section_id = _int(str(enrollment.get("course_section_id", default_section_id(course_id))))
+        section = self.writes.sections.get(section_id)
+        if section is None or section["course_id"] != course_id:
+            return _not_found()
+        self._record_write(("enroll", course_id, user_id, kind, section_id), idempotent=False)
+        created = new_enrollment(self.data, course_id, user_id, kind, state)
+        created["course_section_id"] = section_id
+        return web.json_response(created)
 
     async def _end_enrollment(self, request: web.Request) -> web.Response:
         roster = self.data.enrollments.get(_int(request.match_info["course_id"]), [])
@@ -512,17 +567,26 @@ class CanvasApp:
         posted = (
             submission_params.get("posted_grade") if isinstance(submission_params, dict) else None
         )
-        if posted is None:
+        comment = params.get("comment")
+        text = comment.get("text_comment") if isinstance(comment, dict) else None
+        if posted is None and text is None:
             return web.json_response({"errors": [{"message": "submission is missing"}]}, status=400)
         assignment = self._assignment(request)
         assert assignment is not None  # submissions exist only for existing assignments
-        try:
-            self._apply_grade(assignment, submissions[user_id], str(posted))
-        except GradeError as error:
-            return web.json_response({"error": str(error)}, status=400)
-        key = ("grade", request.match_info["assignment_id"], user_id, str(posted))
-        self._record_write(key, idempotent=True)
-        return web.json_response(submissions[user_id])
+        if posted is not None:
+            try:
+                self._apply_grade(assignment, submissions[user_id], str(posted))
+            except GradeError as error:
+                return web.json_response({"error": str(error)}, status=400)
+            key = ("grade", request.match_info["assignment_id"], user_id, str(posted))
+            self._record_write(key, idempotent=True)
+        if text is None:
+            return web.json_response(submissions[user_id])
+        # Each PUT with a comment adds one: this PUT is not idempotent.
+        self._writes.add_comment(assignment["id"], user_id, str(text))
+        return web.json_response(
+            self._writes.with_comments(submissions[user_id], assignment["id"], user_id)
+        )
 
     def _apply_grade(
         self, assignment: dict[str, Any], submission: dict[str, Any], posted: str
@@ -546,7 +610,8 @@ class CanvasApp:
             request.match_info["assignment_id"],
             json.dumps(grade_data, sort_keys=True),
         )
-        self._record_write(key, idempotent=False)
+        # The same payload sets the same grades: harmless when repeated.
+        self._record_write(key, idempotent=True)
         progress_id = self.data.next_progress_id
         self.data.next_progress_id += 1
         progress = {
@@ -612,6 +677,37 @@ def _token_of(request: web.Request) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return request.query.get("access_token") or None
+
+
+#: What Canvas puts in front of JSON for a client that did not ask for JSON.
+JSON_GUARD = b"while(1);"
+
+#: Hosted Canvas's answer to a request without a valid User-Agent (the wording
+#: Instructure announced; the exact text may differ).
+USER_AGENT_REFUSAL = {
+    "error": "Forbidden",
+    "message": "You are not authorized to access this site because you have not provided "
+    "a valid user agent.",
+}
+
+
+def _refuse_user_agent(request: web.Request, settings: SimulatorSettings) -> web.Response | None:
+    if not settings.require_user_agent:
+        return None
+    agent = request.headers.get("User-Agent", "").strip()
+    lowered = agent.lower()
+    if agent and not any(blocked.lower() in lowered for blocked in settings.blocked_user_agents):
+        return None
+    return web.json_response(USER_AGENT_REFUSAL, status=403)
+
+
+def _guards_json(request: web.Request, response: web.Response, settings: SimulatorSettings) -> bool:
+    if settings.json_guard == "never" or response.content_type != "application/json":
+        return False
+    if settings.json_guard == "always":
+        return True
+    accept = request.headers.get("Accept", "*/*").lower()
+    return "json" not in accept and "*/*" not in accept
 
 
 def _authenticate(
@@ -759,6 +855,7 @@ class CanvasSimulator:
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
+        self._store_runner: web.AppRunner | None = None
         self.base_url: str = ""
 
     @property
@@ -790,6 +887,21 @@ class CanvasSimulator:
         """The throttle bucket of *token* (the simulator's token by default)."""
         return self._canvas.bucket(token)
 
+    @property
+    def oauth(self) -> OAuthServer:
+        """OAuth2 token records: ``authorize()`` one, ``expire()`` its token, count ``grants``."""
+        return self._canvas.oauth
+
+    @property
+    def sis(self) -> SisImports:
+        """The SIS imports received; force outcomes with ``next_outcomes``."""
+        return self._canvas.sis
+
+    @property
+    def files(self) -> FileStore:
+        """The file store: a second origin that records the Authorization headers it sees."""
+        return self._canvas.files
+
     def reset(self) -> None:
         """Restore data, buckets, faults and statistics; the server keeps running."""
         self._canvas.reset()
@@ -815,13 +927,31 @@ class CanvasSimulator:
         sockets = runner.addresses
         host, port = sockets[0][0], sockets[0][1]
         self.base_url = str(URL.build(scheme="http", host=host, port=port))
+        # The store: same interface, another port, so another origin.
+        store = web.AppRunner(
+            self._canvas.files.store_app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=0.1,
+        )
+        await store.setup()
+        await web.TCPSite(store, self._host, 0).start()
+        self._store_runner = store
+        store_host, store_port = store.addresses[0][0], store.addresses[0][1]
+        self._canvas.files.base_url = str(
+            URL.build(scheme="http", host=store_host, port=store_port)
+        )
         return self.base_url
 
     async def stop(self) -> None:
         """Stop serving; safe to call twice."""
         runner, self._runner = self._runner, None
+        store, self._store_runner = self._store_runner, None
         if runner is not None:
             await runner.cleanup()
+        if store is not None:
+            await store.cleanup()
+        self._canvas.files.close()
 
     async def __aenter__(self) -> CanvasSimulator:
         await self.start()

@@ -1,0 +1,238 @@
+"""Tests for the sans-IO bucket model: estimation, admission, bad headers, no asyncio.
+
+Most run in ``bucket_world``: Canvas's own bucket (the simulator's
+``LeakyBucket``) behind a virtual network, driven event by event, so a run of
+thousands of requests takes milliseconds and every estimate can be checked
+against the truth.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from resilient_canvas._bucket_model import (
+    MAX_HWM,
+    BucketModel,
+    Observation,
+    ThrottleConfig,
+)
+from resilient_canvas.testing import ThrottleSettings
+from tests.bucket_world import World
+
+
+def uniform(low: float, high: float):  # type: ignore[no-untyped-def]
+    return lambda rng: rng.uniform(low, high)
+
+
+def route_up_front(world: World) -> float:
+    return world.model.up_front_for("GET /api/v1/courses/:id")
+
+
+@pytest.mark.parametrize(
+    ("truth", "prior"),
+    [(25.0, 50.0), (100.0, 50.0), (50.0, 120.0), (120.0, 30.0)],
+)
+def test_up_front_cost_converges_from_a_wrong_prior_either_way(truth: float, prior: float) -> None:
+    """A busy run learns the reservation, below or above the prior, without being alone."""
+    world = World(
+        settings=ThrottleSettings(up_front_cost=truth, outflow=5.0),
+        config=ThrottleConfig(up_front_cost=prior),
+        service=uniform(0.2, 0.3),
+        cost=lambda rng: 0.2,
+    )
+    world.run(300)
+
+    assert truth == pytest.approx(route_up_front(world), rel=0.1)
+    assert world.throttled <= 0.02 * world.sent
+
+
+@pytest.mark.parametrize(("truth", "prior"), [(3.0, 10.0), (20.0, 10.0), (10.0, 3.0)])
+def test_outflow_converges_from_a_wrong_prior_either_way(truth: float, prior: float) -> None:
+    """Pairs of answers with the same requests at Canvas measure the leak rate."""
+    world = World(
+        settings=ThrottleSettings(outflow=truth),
+        config=ThrottleConfig(outflow=prior),
+        service=uniform(0.2, 0.3),
+        cost=lambda rng: 0.25,
+    )
+    world.run(600)
+
+    estimate = world.model.estimate(world.clock.now)
+    assert truth == pytest.approx(estimate.outflow, rel=0.05)
+    assert estimate.outflow_sd < 0.1 * truth
+
+
+def test_hosted_hwm_is_learnt_in_a_busy_run() -> None:
+    """A bucket of 700 (hosted Canvas) shows itself without any request being alone."""
+    world = World(
+        settings=ThrottleSettings(hwm=700.0, maximum=900.0, throttled_status=429),
+        service=uniform(0.1, 0.2),
+        cost=lambda rng: 0.1,
+    )
+    world.run(600)
+
+    assert 700.0 == pytest.approx(world.model.hwm, abs=5.0)
+
+
+def test_too_high_hwm_prior_is_corrected_after_idle() -> None:
+    """r3: with a prior of 700 on a 600 install, bursts after idle gaps stop being throttled."""
+    world = World(
+        config=ThrottleConfig(hwm=700.0),
+        service=uniform(0.4, 0.6),
+        cost=lambda rng: 0.4,
+    )
+    throttled_per_burst = []
+    for _ in range(4):
+        before = world.throttled
+        world.run(30)
+        throttled_per_burst.append(world.throttled - before)
+        world.idle(12.0)
+
+    assert 600.0 == pytest.approx(world.model.hwm, abs=20.0)
+    # The old ratchet kept 700 and was throttled in every burst after an idle gap.
+    assert all(throttled <= 1 for throttled in throttled_per_burst[1:])
+
+
+def test_per_route_reservations_are_learnt_apart() -> None:
+    """Canvas sets up_front_cost per path: each route gets its own estimate."""
+    routes = ["GET /api/v1/courses/:id", "POST /api/v1/courses/:id/enrollments"]
+    world = World(
+        route_up_front={routes[1]: 120.0},
+        service=uniform(0.1, 0.2),
+        cost=lambda rng: 0.1,
+    )
+    world.run(800, routes=routes)
+
+    learnt = world.model.estimate(world.clock.now).route_up_front_costs
+    assert 50.0 == pytest.approx(learnt[routes[0]], rel=0.1)
+    assert 120.0 == pytest.approx(learnt[routes[1]], rel=0.1)
+    assert world.throttled <= 0.01 * world.sent
+
+
+def test_heavy_tailed_costs_neither_throttle_nor_idle() -> None:
+    """Lognormal costs (sigma 1.2) with a mean near Canvas's: paced close to the bound."""
+    world = World(
+        service=lambda rng: 0.2 * rng.lognormvariate(-0.72, 1.2),
+        cost=lambda rng: 0.5 * rng.lognormvariate(-0.72, 1.2),
+        settings=ThrottleSettings(outflow=5.0),
+    )
+    world.run(1000)
+
+    assert world.throttled <= 0.005 * world.sent
+
+
+@pytest.mark.parametrize("garbage", [math.nan, math.inf, -math.inf, 1e308, -1e308, -5e5, 5e5])
+def test_impossible_headers_are_ignored_with_one_warning(garbage: float) -> None:
+    """NaN, infinities and values beyond physical bounds never reach the estimate."""
+    model = BucketModel(now=0.0, emit=lambda event, **fields: events.append(event))
+    events: list[str] = []
+    for at in (1.0, 2.0):
+        permit = model.admit(at, "GET /x")
+        model.settle(permit, Observation(remaining=garbage, cost=garbage), at + 0.1)
+
+    estimate = model.estimate(3.0)
+    values = (estimate.hwm, estimate.up_front_cost, estimate.outflow, estimate.remaining)
+    assert all(math.isfinite(value) for value in values)
+    assert 0 < estimate.hwm <= MAX_HWM
+    assert ["canvas.throttle_header_ignored"] == events
+    assert 0.0 == model.delay(3.0, "GET /x")
+
+
+def test_a_gateways_header_once_does_not_raise_hwm() -> None:
+    """r2b: one X-Rate-Limit-Remaining of 4999 (another system's) is not Canvas's hwm."""
+    model = BucketModel(now=0.0)
+    permit = model.admit(0.0, "GET /x")
+    model.settle(permit, Observation(remaining=600.0, cost=0.1), 0.1)
+    permit = model.admit(0.2, "GET /x")
+    model.settle(permit, Observation(remaining=4999.0), 0.3)
+
+    assert 600.0 == pytest.approx(model.hwm, abs=1.0)
+    assert 9 <= model.in_flight_limit(400.0) <= 11
+
+
+def test_a_consistent_surprise_is_believed() -> None:
+    """An install whose hwm really is far above the prior is accepted after a few answers."""
+    model = BucketModel(now=0.0)
+    for at in range(8):
+        permit = model.admit(float(at), "GET /x")
+        model.settle(permit, Observation(remaining=3000.0, cost=0.1), at + 0.1)
+
+    assert 3000.0 == pytest.approx(model.hwm, rel=0.01)
+
+
+def test_headerless_throttle_cuts_once_and_recovers_on_successes() -> None:
+    """r1: without quota headers a congestion event halves concurrency once; successes undo it."""
+    model = BucketModel(ThrottleConfig(headerless_in_flight=8), now=0.0)
+    permits = [model.admit(0.0) for _ in range(8)]
+    model.settle(permits[0], Observation(throttled=True), 0.1)
+    for permit in permits[1:4]:
+        # Sent before the cut: the same congestion event, no second cut.
+        model.settle(permit, Observation(throttled=True), 0.1)
+    for permit in permits[4:]:
+        model.settle(permit, None, 0.2)
+    # One cut (7 in flight halved), then each of the four successes gives one back.
+    assert 7 == model.in_flight_limit(0.2)
+    assert 0.5 == pytest.approx(model.pause_remaining(0.1))
+    now = 1.0
+    for _ in range(200):
+        permit = model.admit(now)
+        model.settle(permit, Observation(), now + 0.01)
+        now += 0.02
+
+    assert 8 == model.in_flight_limit(now)
+    permit = model.admit(now)
+    model.settle(permit, Observation(throttled=True), now + 0.01)
+    # Successes in between: the backoff starts over rather than growing.
+    assert 0.5 == pytest.approx(model.pause_remaining(now + 0.01))
+
+
+def test_a_throttled_answer_does_not_ratchet_the_reservation() -> None:
+    """r2: a throttled remaining of 140 (another request settled meanwhile) is loose evidence."""
+    world = World(service=uniform(0.2, 0.3), cost=lambda rng: 0.2)
+    world.run(50)
+    permit = world.model.admit(world.clock.now, "GET /api/v1/courses/:id")
+    world.model.settle(permit, Observation(remaining=140.0, throttled=True), world.clock.now)
+    right_after = route_up_front(world)
+    world.run(600)
+
+    assert 50.0 == pytest.approx(right_after, rel=0.1)
+    assert 50.0 == pytest.approx(route_up_front(world), rel=0.1)
+
+
+def test_learning_off_keeps_the_priors() -> None:
+    """learn=False: the priors are taken as exact, whatever the answers say."""
+    world = World(settings=ThrottleSettings(up_front_cost=40.0), config=ThrottleConfig(learn=False))
+    world.run(300)
+    estimate = world.model.estimate(world.clock.now)
+
+    assert (600.0, 50.0, 10.0) == (estimate.hwm, estimate.up_front_cost, estimate.outflow)
+
+
+def test_learning_is_logged_when_a_parameter_moves_by_a_tenth() -> None:
+    """canvas.throttle_learned names the parameter, its value and its uncertainty."""
+    world = World(settings=ThrottleSettings(up_front_cost=25.0), cost=lambda rng: 0.04)
+    world.run(300)
+
+    learned = [fields for event, fields in world.events if event == "canvas.throttle_learned"]
+    assert any(fields["parameter"] == "up_front_cost" for fields in learned)
+    assert all({"value", "previous", "sd", "answers"} <= set(fields) for fields in learned)
+
+
+def test_an_empty_bucket_always_admits_one() -> None:
+    """However unsure the model, nothing in flight and nothing left to leak: one may go."""
+    model = BucketModel(ThrottleConfig(up_front_cost_sd=200.0, hwm_sd=500.0), now=0.0)
+    permit = model.admit(0.0)
+    model.settle(permit, Observation(remaining=600.0, cost=0.0), 0.1)
+
+    assert 0.0 == model.delay(100.0)
+
+
+def test_sequential_requests_are_never_throttled() -> None:
+    """One at a time fits any install, as Canvas documents."""
+    world = World(settings=ThrottleSettings(up_front_cost=120.0, outflow=3.0))
+    for _ in range(100):
+        world.run(1)
+
+    assert 0 == world.throttled
