@@ -381,9 +381,14 @@ async def _call_with_retries(
     async def one_attempt() -> T:
         nonlocal sent
         entered = clock() if hooks is not None else 0.0
-        admission, permit = await _enter(
-            breaker, throttle, call_info, lambda: total - (clock() - started), sleep
-        )
+        admission = breaker.admit() if breaker is not None else None
+        # Most attempts pass a closed circuit and find a free place: no waiting, inline.
+        fast = admission is None or admission is ADMITTED
+        permit = throttle.try_acquire(call_info.route) if throttle is not None and fast else None
+        if permit is None and (throttle is not None or not fast):
+            admission, permit = await _enter(
+                breaker, admission, throttle, call_info, lambda: total - (clock() - started), sleep
+            )
         observation: Observation | None = None
         outcome = Outcome.IGNORED
         try:
@@ -461,6 +466,7 @@ async def _timed(attempt: Callable[[], Awaitable[T]], limit: float) -> T:
 
 async def _enter(
     breaker: Circuit | None,
+    admission: Admission | None,
     throttle: Throttle | None,
     info: CallInfo,
     deadline_left: Callable[[], float],
@@ -473,7 +479,6 @@ async def _enter(
     down gives it back and is held too.
     """
     while True:
-        admission = breaker.admit() if breaker is not None else None
         if breaker is not None and admission is not None and admission is not ADMITTED:
             admission = await _circuit.hold(
                 breaker,
@@ -493,6 +498,7 @@ async def _enter(
                 and breaker.state is not CircuitState.CLOSED
             ):
                 throttle.release(permit)
+                admission = breaker.admit()
                 continue
         return admission, permit
 
