@@ -436,7 +436,6 @@ class BucketModel:
         self._drain_sample: tuple[float, dict[int, float]] | None = None
         self._reweighs_left = 0
         self._observed = 0
-        self._drain_taken_at = -math.inf
         #: The largest remaining any answer showed (hwm is at least that).
         self._highest = -math.inf
         self._at = now
@@ -547,11 +546,7 @@ class BucketModel:
         if self._anchor is not None:
             # Admitted beyond what the model allows: delay() said yes to a probe.
             probe = self._last_probe == (now, route)
-            if (
-                not self._active
-                and self._remaining_now(now) >= self._hwm
-                and now - self._drain_taken_at > _DRAINED_FOR_S
-            ):
+            if not self._active and self._remaining_now(now) >= self._hwm:
                 # Idle long enough for the count to leak to zero.
                 self._drained_at, self._charged_since_drain = now, 0.0
         permit = Permit(
@@ -945,7 +940,6 @@ class BucketModel:
         leaked = self.outflow * max(0.0, answered_at - self._drained_at)
         base = remaining + max(0.0, self._charged_since_drain - leaked)
         self._drain_sample = (base, {k: -v for k, v in self._reserved_vector(sure).items()})
-        self._drain_taken_at = now
         self._reweighs_left = _HWM_REWEIGHS
         self._reweigh_hwm()
 
