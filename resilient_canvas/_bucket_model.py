@@ -115,6 +115,8 @@ _CONVERGED_STRIDE = 4
 _HWM_REWEIGHS = 200
 #: After the count drained, answers show hwm for this long (then the leak blurs it).
 _DRAINED_FOR_S = 1.0
+#: Clean answers between probes, at first; doubled by a throttled probe.
+_PROBE_COOLDOWN = 50
 #: Backoff of a throttle without quota headers, in seconds, doubling per event.
 _HEADERLESS_PAUSE_S = 0.5
 _HEADERLESS_PAUSE_CAP_S = 30.0
@@ -458,7 +460,7 @@ class BucketModel:
         self._outlier_sign = 0.0
         self._answers = 0
         self._since_throttle = 0
-        self._probe_cooldown = 20
+        self._probe_cooldown = _PROBE_COOLDOWN
         self._warned_header = False
         self._logged = {"hwm": c.hwm, "up_front_cost": c.up_front_cost, "outflow": c.outflow}
         # Without quota headers: AIMD on the concurrency, and backoff pauses.
@@ -529,7 +531,7 @@ class BucketModel:
         # Canvas refuses at count >= hwm: room exactly zero is no room.
         if shortfall < 0:
             return 0.0
-        if self._may_probe(free):
+        if self._may_probe(free, doubt):
             self._last_probe = (now, route)
             return 0.0
         # The leak makes room, but only until the count is zero; past that
@@ -613,7 +615,7 @@ class BucketModel:
             self._send_lag = max(_SEND_LAG_S, self._send_lag * _SEND_LAG_SHRINK)
             self._since_throttle += 1
             if permit.probe:
-                self._probe_cooldown = max(10, self._probe_cooldown // 2)
+                self._probe_cooldown = max(_PROBE_COOLDOWN, self._probe_cooldown // 2)
         self._answers += 1
         self._log_moves()
 
@@ -773,9 +775,16 @@ class BucketModel:
         """Headroom kept for the model's own doubt."""
         return max(self.config.margin, _SAFETY_Z * math.sqrt(variance))
 
-    def _may_probe(self, free: float) -> bool:
-        """One request beyond a cautious model, to learn whether the room is there."""
-        if not (self.config.explore and self._learn) or free <= self.config.margin:
+    def _may_probe(self, free: float, doubt: float) -> bool:
+        """One request beyond a cautious model, to learn whether the room is there.
+
+        Only into the model's doubt, not past its best guess: the room must
+        be there by the estimate less one standard deviation (of the 2.5 the
+        safety keeps), so a probe is seldom throttled.
+        """
+        if not (self.config.explore and self._learn):
+            return False
+        if free - math.sqrt(doubt) <= self.config.margin:
             return False
         if self._since_throttle < self._probe_cooldown:
             return False
