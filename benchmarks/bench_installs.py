@@ -456,6 +456,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cell", choices=list(cells), action="append")
     parser.add_argument("--only", choices=[*STRATEGIES, SEQUENTIAL], action="append")
+    parser.add_argument("--table", action="store_true", help="print the saved results' tables")
     parser.add_argument(
         "--sequential-seconds",
         type=float,
@@ -463,6 +464,9 @@ def main() -> None:
         help="time cap of one-at-a-time; its wall time is extrapolated from its rate",
     )
     args = parser.parse_args()
+    if args.table:
+        print_table(json.loads((RESULTS / "installs.json").read_text()))
+        return
     names = args.only or [*STRATEGIES, SEQUENTIAL]
     report: dict[str, Any] = {
         "note": (
@@ -495,21 +499,28 @@ def main() -> None:
 
 
 def print_table(report: dict[str, Any]) -> None:
-    """A Markdown table: one line per cell, ratio / % throttled / failed per strategy."""
-    strategies = [*STRATEGIES, SEQUENTIAL]
-    print("| install | hwm | ufc | outflow | status | latency | cost | load | bound |", end="")
-    print("".join(f" {s} |" for s in strategies) + " targets |")
-    print("|---" * (9 + len(strategies) + 1) + "|")
+    """Two Markdown tables: the installs, then ratio / % throttled / failed per strategy."""
+    print(
+        "| install | hwm | maximum | up-front cost | outflow | status | latency | calls "
+        "| service, cost | load | bound |"
+    )
+    print("|---" * 11 + "|")
     for name, cell in report["cells"].items():
         ufc = f"{cell['up_front_cost']:g}"
-        if cell["up_front_cost_by_path"]:
-            ufc += " (" + ", ".join(f"{k} {v:g}" for k, v in cell["up_front_cost_by_path"].items())
-            ufc += ")"
-        line = (
-            f"| {name} | {cell['hwm']:g} | {ufc} | {cell['outflow']:g} | {cell['status']} "
-            f"| {cell['latency_s']:g} s | {cell['mean_cost']} {cell['distribution']} "
+        for pattern, cost in cell["up_front_cost_by_path"].items():
+            ufc += f", `{pattern}` {cost:g}"
+        print(
+            f"| {name} | {cell['hwm']:g} | {cell['maximum']:g} | {ufc} | {cell['outflow']:g}/s "
+            f"| {cell['status']} | {cell['latency_s']:g} s | {cell['calls']} "
+            f"| {cell['mean_service_s']} s, {cell['mean_cost']} ({cell['distribution']}) "
             f"| {cell['load']} | {cell['bound_s']} s |"
         )
+    print()
+    strategies = [*STRATEGIES, SEQUENTIAL]
+    print("| install |" + "".join(f" {s} |" for s in strategies) + " targets |")
+    print("|---" * (len(strategies) + 2) + "|")
+    for name, cell in report["cells"].items():
+        line = f"| {name} |"
         for strategy in strategies:
             row = next((r for r in cell["rows"] if r["strategy"] == strategy), None)
             if row is None:
@@ -518,8 +529,7 @@ def print_table(report: dict[str, Any]) -> None:
             mark = "~" if row["extrapolated"] else ""
             gave_up = " gave up" if row["gave_up"] else ""
             line += (
-                f" {mark}{row['ratio']:.2f}x, {row['throttled_pct']:g}%, "
-                f"{row['failed']} failed{gave_up} |"
+                f" {mark}{row['ratio']:.2f}x, {row['throttled_pct']:g}%, {row['failed']}{gave_up} |"
             )
         targets = cell.get("targets", {})
         missed = [target for target, held in targets.items() if not held]
