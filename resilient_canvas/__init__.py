@@ -15,6 +15,7 @@ from resilient_canvas._encoding import encode_params, require
 from resilient_canvas._history import Attempt, AttemptHistory
 from resilient_canvas._oauth import RefreshToken
 from resilient_canvas._policy import BudgetSettings, RetryBudget, RetryPolicy
+from resilient_canvas._reconcile import CheckReader, Reconciler, Write
 from resilient_canvas._redis_throttle import RedisThrottle
 from resilient_canvas._registry import clear_throttles, close_throttles, throttle_for
 from resilient_canvas._retry import raise_for_canvas_status, resilient
@@ -37,6 +38,7 @@ from resilient_canvas.exceptions import (
     InvalidResponse,
     JobStuck,
     LocalFileError,
+    OutcomeUnknown,
     ProgressFailed,
     RateLimitExceeded,
     ReadTimeout,
@@ -65,6 +67,7 @@ __all__ = [
     "CanvasClient",
     "CanvasException",
     "CanvasResponse",
+    "CheckReader",
     "ClientState",
     "Conflict",
     "ConnectError",
@@ -81,10 +84,12 @@ __all__ = [
     "LocalFileError",
     "Observation",
     "Outcome",
+    "OutcomeUnknown",
     "Permit",
     "ProgressFailed",
     "RateLimitExceeded",
     "ReadTimeout",
+    "Reconciler",
     "RedisThrottle",
     "RefreshToken",
     "RequestTimeout",
@@ -104,6 +109,7 @@ __all__ = [
     "Unauthorized",
     "UnprocessableEntity",
     "UserAgentRejected",
+    "Write",
     "__version__",
     "classify_response",
     "clear_throttles",

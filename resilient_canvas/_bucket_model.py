@@ -42,6 +42,7 @@ the Redis throttle and the blocking client drive the same object.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import math
 from collections.abc import Callable, Iterable
@@ -85,17 +86,29 @@ _MAX_ROUTES = 6
 _MAX_COST_ROUTES = 512
 #: Weight of a new sample in the per-route cost and service-time averages.
 _COST_WEIGHT = 0.1
-#: Standard deviations above the mean service time past which a request has
-#: probably finished at the server (while its answer may still be on the way).
-_SERVICE_Z = 3.0
-#: Service times seen before a route's usual one is trusted.
+#: Service times seen before a route's are trusted, and how many are kept.
 _SERVICE_SAMPLES = 10
+_SERVICE_KEPT = 64
+#: Past this quantile of its route's service times a request has probably
+#: ended at the server (while its answer may still be on the way).
+_SERVICE_QUANTILE = 0.98
 #: Prior one-way network delay until throttled answers (which do no work) show it.
 _PRIOR_ONE_WAY_S = 0.0
 #: A parameter moving more than this fraction since last logged is logged again.
 _LOG_MOVE = 0.10
+#: How far the true network delay may be below the least one measured, as a fraction.
+_DELAY_DOUBT = 0.1
+#: Round trips measured before the network delay is trusted to rule requests out.
+_TIMINGS_TRUSTED = 20
 #: How late a busy event loop may send a request it was allowed to send, in seconds.
 _SEND_LAG_S = 0.005
+#: Where that allowance starts, and how far a throttle may push it: a fresh
+#: model does not know how busy this process (or the server) is, and a
+#: throttle shows the allowance was too short. It shrinks back with each
+#: answer that was not throttled.
+_FIRST_SEND_LAG_S = 0.05
+_MAX_SEND_LAG_S = 0.2
+_SEND_LAG_SHRINK = 0.97
 #: After the count drained, answers show hwm for this long (then the leak blurs it).
 _DRAINED_FOR_S = 1.0
 #: Backoff of a throttle without quota headers, in seconds, doubling per event.
@@ -214,16 +227,16 @@ class Permit:
 class _RouteStats:
     """Moving averages of one route's costs and service times."""
 
-    __slots__ = ("cost", "cost_var", "excess", "excess_var", "service", "service_var", "services")
+    __slots__ = ("cost", "cost_var", "excess", "excess_var", "order", "sorted")
 
     def __init__(self) -> None:
         self.cost: float | None = None
         self.cost_var = 0.0
         self.excess = 0.0
         self.excess_var = 0.0
-        self.service: float | None = None
-        self.service_var = 0.0
-        self.services = 0
+        # The latest service times, in arrival order and sorted (for quantiles).
+        self.order: collections.deque[float] = collections.deque()
+        self.sorted: list[float] = []
 
     def add_cost(self, cost: float, up_front: float) -> None:
         self.cost, self.cost_var = _ema(self.cost, self.cost_var, cost)
@@ -232,14 +245,18 @@ class _RouteStats:
         self.excess, self.excess_var = _ema(self.excess, self.excess_var, max(0.0, cost - up_front))
 
     def add_service(self, seconds: float) -> None:
-        self.service, self.service_var = _ema(self.service, self.service_var, seconds)
-        self.services += 1
+        self.order.append(seconds)
+        bisect.insort(self.sorted, seconds)
+        if len(self.order) > _SERVICE_KEPT:
+            oldest = self.order.popleft()
+            del self.sorted[bisect.bisect_left(self.sorted, oldest)]
 
     def service_high(self) -> float:
-        """A service time few requests of the route exceed (inf until one was seen)."""
-        if self.service is None or self.services < _SERVICE_SAMPLES:
+        """A service time few requests of the route exceed (inf until enough were seen)."""
+        kept = self.sorted
+        if len(kept) < _SERVICE_SAMPLES:
             return math.inf
-        return self.service + _SERVICE_Z * math.sqrt(self.service_var)
+        return kept[min(len(kept) - 1, math.ceil(_SERVICE_QUANTILE * len(kept)))]
 
 
 def _ema(mean: float | None, var: float, sample: float) -> tuple[float, float]:
@@ -411,6 +428,10 @@ class BucketModel:
         # model assumes an idle token), and the costs our answers added since.
         self._drained_at: float | None = now
         self._charged_since_drain = 0.0
+        #: The latest drained-bucket answer: hwm = base + sum(h[i] * x[i]).
+        self._drain_sample: tuple[float, dict[int, float]] | None = None
+        #: The largest remaining any answer showed (hwm is at least that).
+        self._highest = -math.inf
         self._at = now
         # The anchor: the latest answer's remaining, when Canvas computed it,
         # and which of our requests it already counted as reserved.
@@ -424,6 +445,8 @@ class BucketModel:
         self._throttled = 0
         self._one_way = 0.0
         self._rtt_floor = math.inf
+        self._timings = 0
+        self._send_lag = _FIRST_SEND_LAG_S
         self._outliers = 0
         self._outlier_sign = 0.0
         self._answers = 0
@@ -474,6 +497,14 @@ class BucketModel:
         slot = self._slots.get(route, -1) if route else -1
         x = self._filter.x
         return max(MIN_UP_FRONT_COST, x[_Filter.U] + (x[slot] if slot >= 0 else 0.0))
+
+    def up_front_sd_for(self, route: str | None) -> float:
+        """How unsure the reservation of *route* is (standard deviation)."""
+        h = {_Filter.U: 1.0}
+        slot = self._slots.get(route, -1) if route else -1
+        if slot >= 0:
+            h[slot] = 1.0
+        return math.sqrt(self._filter.variance(h))
 
     # -------------------------------------------------------------- admission
 
@@ -566,8 +597,10 @@ class BucketModel:
         self._anchor_at = max(self._anchor_at, now - self._one_way)
         self._anchor_set = {id(p) for p in sure}
         if throttled:
+            self._send_lag = min(_MAX_SEND_LAG_S, 1.5 * self._send_lag)
             self._on_throttled(permit, remaining, now)
         else:
+            self._send_lag = max(_SEND_LAG_S, self._send_lag * _SEND_LAG_SHRINK)
             self._since_throttle += 1
             if permit.probe:
                 self._probe_cooldown = max(10, self._probe_cooldown // 2)
@@ -704,21 +737,25 @@ class BucketModel:
         anchored = self._anchor_set
         for permit in self._active:
             stats = self._stats_of(permit.route)
+            up_front = self.up_front_for(permit.route)
+            cost = stats.cost or 0.0
+            # Past its route's usual service time but unanswered for less than
+            # a round trip, it has probably ended at the server with its
+            # answer on the way: refunded, its cost charged. Past that it is a
+            # straggler still there.
             elapsed = now - permit.admitted_at
             high = stats.service_high()
-            ended = high <= elapsed < high + round_trip
-            counted = id(permit) in anchored
-            if ended:
-                free -= stats.cost or 0.0
+            if high <= elapsed < high + round_trip:
+                free -= cost
                 variance += stats.cost_var
-                if counted:
-                    free += self.up_front_for(permit.route)
+                if id(permit) in anchored:
+                    free += up_front
                     _add(h, permit, -1.0)
                 continue
             free -= stats.excess
             variance += stats.excess_var
-            if not counted:
-                free -= self.up_front_for(permit.route)
+            if id(permit) not in anchored:
+                free -= up_front
                 _add(h, permit, 1.0)
         return free, variance + f.variance(h)
 
@@ -803,6 +840,7 @@ class BucketModel:
         if not throttled and cost is not None and cost < rtt:
             network = rtt - cost
         self._rtt_floor = min(self._rtt_floor * 1.001 + 1e-6, network)
+        self._timings += 1
         self._one_way = self._rtt_floor / 2
         if not throttled:
             service = max(0.0, rtt - 2 * self._one_way)
@@ -810,6 +848,15 @@ class BucketModel:
             if stats is not None:
                 stats.add_service(service)
             self._default_stats.add_service(service)
+
+    def _settled_after(self) -> float:
+        """Age past which a request of ours is surely at Canvas and was not throttled.
+
+        A throttled answer takes one network round trip; the delay we know
+        is the least seen, so allow it some slack, and a busy event loop
+        sends late.
+        """
+        return 2 * self._one_way * (1 + _DELAY_DOUBT) + self._send_lag
 
     def _at_server(self, answered: Permit, now: float) -> tuple[list[Permit], list[Permit]]:
         """Our requests at the server when it answered, and those we cannot be sure of.
@@ -825,19 +872,23 @@ class BucketModel:
         for admission (the safe side) and keep the answer out of learning.
         """
         round_trip = 2 * self._one_way
-        sure_after = 2 * round_trip + _SEND_LAG_S
+        sure_after = self._settled_after()
+        # Once the delay is known from many answers, a request sent well
+        # within one round trip had surely not arrived.
+        not_before = round_trip * (1 - _DELAY_DOUBT) - self._send_lag
+        if self._timings < _TIMINGS_TRUSTED:
+            not_before = -math.inf
         at_server: list[Permit] = []
         doubtful: list[Permit] = []
         for permit in self._active:
             elapsed = now - permit.admitted_at
             # Sent before the answered one, by a margin: two requests sent at
             # once may reach Canvas in either order.
-            sent_before = permit.admitted_at <= answered.admitted_at - _SEND_LAG_S
+            sent_before = permit.admitted_at <= answered.admitted_at - self._send_lag
             if elapsed >= sure_after or sent_before:
                 at_server.append(permit)
-            else:
-                # The delay we know is only an upper bound: even a request
-                # sent less than a round trip ago may have arrived.
+            elif elapsed >= not_before:
+                # The delay we know is an upper bound, and may be loose.
                 doubtful.append(permit)
         return at_server, doubtful
 
@@ -853,12 +904,12 @@ class BucketModel:
         """remaining <= hwm always; alone after the bucket drained, remaining + cost == hwm."""
         if not self._learn:
             return
-        if remaining > self._hwm:
-            self._hwm = remaining
+        self._highest = max(self._highest, remaining)
+        self._reweigh_hwm()
         if cost is None:
             # Throttled: the count was anything but zero.
             self._drained_at = None
-        sure_after = 4 * self._one_way + _SEND_LAG_S
+        sure_after = self._settled_after()
         if self._drained_at is None or maybe or any(now - p.admitted_at < sure_after for p in sure):
             # Only requests known to hold their reservation may be added back.
             return
@@ -869,17 +920,30 @@ class BucketModel:
             return
         # The count started at zero, so it now holds our reservations at the
         # server and the costs our answers added, less what leaked: the
-        # answer shows hwm itself, as well as we know those.
-        reserved = sum(self.up_front_for(p.route) for p in sure)
+        # answer shows hwm itself, as well as we know the reservations. They
+        # may be unsure yet, so the sample is kept as a linear function of
+        # them and weighed again as the filter learns them.
         leaked = self.outflow * max(0.0, answered_at - self._drained_at)
-        sample = remaining + reserved + max(0.0, self._charged_since_drain - leaked)
-        # As sure as the reservations added back are known.
-        h = self._reserved_vector(sure)
-        noise = self._filter.variance(h) + _PAIR_VAR
-        variance = self._hwm_sd**2
-        gain = variance / (variance + noise)
-        self._hwm += gain * (sample - self._hwm)
-        self._hwm_sd = max(1.0, math.sqrt((1 - gain) * variance))
+        base = remaining + max(0.0, self._charged_since_drain - leaked)
+        self._drain_sample = (base, {k: -v for k, v in self._reserved_vector(sure).items()})
+        self._reweigh_hwm()
+
+    def _reweigh_hwm(self) -> None:
+        """hwm: the prior and the latest drained-bucket sample, never below a remaining seen."""
+        if not self._learn:
+            return
+        prior, prior_var = self.config.hwm, self.config.hwm_sd**2
+        estimate, variance = prior, prior_var
+        if self._drain_sample is not None:
+            base, h = self._drain_sample
+            sample = base + self._filter.value(h)
+            noise = self._filter.variance(h) + _PAIR_VAR
+            gain = prior_var / (prior_var + noise)
+            estimate, variance = prior + gain * (sample - prior), (1 - gain) * prior_var
+        if self._highest > estimate:
+            # remaining <= hwm always: the count is never negative.
+            estimate, variance = self._highest, min(variance, _PAIR_VAR)
+        self._hwm, self._hwm_sd = estimate, max(1.0, math.sqrt(variance))
         self._clamp()
 
     def _observe(
@@ -924,6 +988,8 @@ class BucketModel:
             return
         f.update(h, remaining, noise)
         self._clamp()
+        if self._drain_sample is not None:
+            self._reweigh_hwm()
 
     def _learn_outflow(
         self, remaining: float, answered_at: float, sure: list[Permit], maybe: list[Permit]
@@ -934,7 +1000,7 @@ class BucketModel:
             return
         # A request sent lately may have been throttled on arrival (holding
         # nothing) without our knowing yet: only settled facts make a pair.
-        settled_before = answered_at + self._one_way - 4 * self._one_way - _SEND_LAG_S
+        settled_before = answered_at + self._one_way - self._settled_after()
         if maybe or any(permit.admitted_at > settled_before for permit in sure):
             return
         counts: dict[int, int] = {}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from resilient_canvas._logging import logger
+from resilient_canvas._reconcile import WriteNotes, current_notes
 from resilient_canvas._secret import format_traceback
 from resilient_canvas.exceptions import CanvasException
 
@@ -40,12 +41,18 @@ class Outcome(Generic[T, R]):
         item: The input item.
         result: What the call returned, when it succeeded.
         error: Why it failed (a classified ``CanvasException`` for Canvas failures).
+        reconciled: How many of the item's writes had an unknown outcome and
+            were found by their check (their result is what the check found).
+        repeated: How many of the item's writes were not found by their
+            check and were sent again, once.
     """
 
     index: int
     item: T
     result: R | None = None
     error: Exception | None = None
+    reconciled: int = 0
+    repeated: int = 0
 
     @property
     def ok(self) -> bool:
@@ -99,6 +106,21 @@ class BulkResult(Generic[T, R]):
     def failures(self) -> list[Outcome[T, R]]:
         """The outcomes that failed."""
         return [outcome for outcome in self.outcomes if not outcome.ok]
+
+    @property
+    def failed(self) -> int:
+        """How many items failed."""
+        return sum(1 for outcome in self.outcomes if not outcome.ok)
+
+    @property
+    def reconciled(self) -> int:
+        """How many writes had an unknown outcome and were found by their check."""
+        return sum(outcome.reconciled for outcome in self.outcomes)
+
+    @property
+    def repeated(self) -> int:
+        """How many writes were not found by their check and were sent again, once."""
+        return sum(outcome.repeated for outcome in self.outcomes)
 
 
 async def run_bulk(
@@ -158,12 +180,22 @@ class _Run(Generic[T, R]):
             index, item = pulled
             self.in_flight += 1
             self.report()
+            # What reconciliation does during this item is noted here (see _reconcile).
+            notes = WriteNotes()
+            token = current_notes.set(notes)
             try:
-                self.outcomes[index] = Outcome(index, item, result=await self.func(item))
+                result = await self.func(item)
             except Exception as exc:
-                self.outcomes[index] = Outcome(index, item, error=_lean(exc))
+                self.outcomes[index] = Outcome(
+                    index, item, None, _lean(exc), notes.reconciled, notes.repeated
+                )
                 self.failed += 1
+            else:
+                self.outcomes[index] = Outcome(
+                    index, item, result, None, notes.reconciled, notes.repeated
+                )
             finally:
+                current_notes.reset(token)
                 self.in_flight -= 1
             self.done += 1
             self.report()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aiohttp
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from resilient_canvas import _files, _graphql, _sis
@@ -26,6 +26,7 @@ from resilient_canvas._agent import build_user_agent
 from resilient_canvas._api import ContentFactory
 from resilient_canvas._body import read_body, read_error_body, too_large
 from resilient_canvas._bulk import BulkProgress, BulkResult, run_bulk
+from resilient_canvas._checks import BUILTIN_RECONCILERS, IDEMPOTENCY_ROUTES, known_idempotency
 from resilient_canvas._encoding import Params, encode_params
 from resilient_canvas._http import (
     ResponseHeaders,
@@ -37,6 +38,9 @@ from resilient_canvas._jobs import JobKind, JobWait, wait_for_job
 from resilient_canvas._links import parse_links
 from resilient_canvas._oauth import RefreshToken, TokenProvider, is_expired_token, token_source
 from resilient_canvas._policy import RetryPolicy, Seconds
+from resilient_canvas._policy import seconds as in_seconds
+from resilient_canvas._reconcile import Described, Reconciler, Settle, Write, raise_again
+from resilient_canvas._reconcile import reconcile as reconcile_write
 from resilient_canvas._registry import budget_for, throttle_for
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
 from resilient_canvas._secret import AccessToken
@@ -105,6 +109,9 @@ class CanvasResponse:
             report or a file downloaded with :meth:`CanvasClient.request`.
         link_errors: Why a relation of the ``Link`` header could not be used
             (malformed, not http(s), two targets), by relation.
+        reconciled: True when this is not the write's own answer but what a
+            check found after the write's outcome was unknown (then only
+            ``data``, ``status`` and ``url`` are meaningful).
     """
 
     status: int
@@ -116,6 +123,7 @@ class CanvasResponse:
     request_cost: float | None
     content: bytes = b""
     link_errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    reconciled: bool = False
 
     @property
     def next_url(self) -> URL | None:
@@ -191,6 +199,10 @@ class CanvasClient:
         max_body_size: Largest response body read, in bytes once decoded
             (32 MiB); a larger one raises ``InvalidResponse`` instead of
             filling memory. Error bodies keep only their first 64 KiB.
+        reconcilers: Checks for writes whose outcome is unknown, by route
+            template (``"POST /api/v1/courses/:id/enrollments"``), over the
+            built-in ones; None for a route turns its built-in check off
+            (docs/write-safety.md).
 
     Raises:
         ValueError: If *base_url* is not an absolute http(s) URL or the token is empty.
@@ -211,6 +223,7 @@ class CanvasClient:
         sleep: Sleep = asyncio.sleep,
         redis_url: str | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        reconcilers: Mapping[str, Reconciler | None] | None = None,
     ) -> None:
         # Wrapped first and the bare string dropped: a traceback that shows
         # frame locals (structlog, rich) would otherwise print it.
@@ -264,6 +277,7 @@ class CanvasClient:
         self._sleep = sleep
         self._state = ClientState.UNOPENED
         self._resolved: dict[str, URL] = {}
+        self.reconcilers = _reconcilers(reconcilers)
 
     def __repr__(self) -> str:
         return (
@@ -345,6 +359,7 @@ class CanvasClient:
         deadline: Seconds | None = None,
         content: ContentFactory | None = None,
         follow_redirects: bool = True,
+        reconcile: Reconciler | None = None,
     ) -> CanvasResponse:
         """Send one request with pacing, retries and classification.
 
@@ -371,6 +386,8 @@ class CanvasClient:
                 attempt so that a retry sends the whole body again.
             follow_redirects: False returns a 3xx answer (its ``Location`` in
                 ``headers``) instead of following it.
+            reconcile: The check to run if this write's outcome is unknown;
+                None uses the client's check for the route, if any.
 
         Returns:
             The response.
@@ -381,7 +398,7 @@ class CanvasClient:
             RuntimeError: If the client is closed.
         """
         url = self._resolve(path)
-        call = _call_options(idempotent, timeout, deadline, expect_json=False)
+        call = _call_options(idempotent, timeout, deadline, expect_json=False, reconcile=reconcile)
         if content is not None or not follow_redirects:
             call = dataclasses.replace(call, content=content, follow_redirects=follow_redirects)
         return await self._send(method.upper(), url, params, data, json, call)
@@ -409,9 +426,16 @@ class CanvasClient:
         idempotent: bool | None = None,
         timeout: Timeout = None,  # noqa: ASYNC109 - httpx's per-call timeout=
         deadline: Seconds | None = None,
+        reconcile: Reconciler | None = None,
     ) -> Any:
-        """POST and return the decoded JSON. Not repeated after a possibly applied failure."""
-        call = _call_options(idempotent, timeout, deadline)
+        """POST and return the decoded JSON.
+
+        Never repeated blindly after a failure that may have been applied: with
+        a check (*reconcile*, or the client's for the route) the write is
+        looked up, then returned if found or repeated once if not; without
+        one the failure is raised (docs/write-safety.md).
+        """
+        call = _call_options(idempotent, timeout, deadline, reconcile=reconcile)
         return (await self._send("POST", self._resolve(path), params, data, json, call)).data
 
     async def put(
@@ -846,11 +870,16 @@ class CanvasClient:
         query = encode_params(params)
         form = encode_params(data) if data is not None else None
         safe_url = redact_url(url.update_query(query) if query else url) or ""
+        route = f"{method} {route_template(url.path)}"
+        idempotent = call.idempotent
+        if idempotent is None and route in IDEMPOTENCY_ROUTES:
+            body = form if form is not None else encode_params(_mapping_or_none(json_body))
+            idempotent = known_idempotency(route, body)
         info = CallInfo(
             method=method,
             url=safe_url,
-            route=f"{method} {route_template(url.path)}",
-            idempotent=call.idempotent,
+            route=route,
+            idempotent=idempotent,
             token=self.fingerprint,
         )
         timeout = self._timeout if call.timeout is None else client_timeout(call.timeout)
@@ -889,6 +918,12 @@ class CanvasClient:
             finally:
                 del outcome
 
+        # A write whose outcome is unknown is looked up by its check, if it has one.
+        check = None if method == "GET" else call.reconcile or self.reconcilers.get(route)
+        on_unknown = None
+        if check is not None:
+            write = _Pending(method, url.path, route, query, form, json_body)
+            on_unknown = self._reconciler_hook(check, write, attempt, policy, info)
         return await call_with_retries(
             attempt,
             policy=policy,
@@ -898,6 +933,7 @@ class CanvasClient:
             observe=_observation,
             clock=self._clock,
             sleep=self._sleep,
+            on_outcome_unknown=on_unknown,
         )
 
     async def _exchange(
@@ -943,6 +979,120 @@ class CanvasClient:
                 return too_large(method, safe_url, self.max_body_size)
             return _decode(response, body, method, safe_url, call.expect_json)
 
+    # ------------------------------------------ reconciling unknown outcomes
+
+    def _reconciler_hook(
+        self,
+        check: Reconciler,
+        pending: _Pending,
+        attempt: Callable[[], Awaitable[CanvasResponse]],
+        policy: RetryPolicy,
+        info: CallInfo,
+    ) -> Callable[[CanvasException, float], Awaitable[CanvasResponse]]:
+        """What runs when retrying gives up on a write that may have been applied."""
+        sent_at = dt.datetime.now(dt.UTC)
+
+        async def on_unknown(failure: CanvasException, left: float) -> CanvasResponse:
+            # Checks and the repeat share the call's throttle and what is left of its deadline.
+            until = self._clock() + left
+            reader = _DeadlineReader(self, until)
+            write = pending.write(sent_at)
+            settle = Settle(
+                in_seconds(policy.attempt_timeout), self._sleep, lambda: until - self._clock()
+            )
+            return await reconcile_write(
+                failure,
+                check=lambda: check(write, reader),
+                repeat=lambda: call_with_retries(
+                    attempt,
+                    policy=dataclasses.replace(policy, deadline=reader.left()),
+                    throttle=self.throttle,
+                    budget=self.budget,
+                    info=info,
+                    observe=_observation,
+                    clock=self._clock,
+                    sleep=self._sleep,
+                    on_outcome_unknown=raise_again,
+                ),
+                found=lambda data: _found_response(data, info.url or ""),
+                described=Described(info.method, info.url, _name_of(check), token=self.fingerprint),
+                settle=settle,
+            )
+
+        return on_unknown
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A write as sent, turned into a :class:`Write` only if a check needs it."""
+
+    method: str
+    path: str
+    route: str
+    query: list[tuple[str, str]]
+    form: list[tuple[str, str]] | None
+    json_body: Any
+
+    def write(self, sent_at: dt.datetime) -> Write:
+        body = self.form
+        if body is None:
+            body = encode_params(_mapping_or_none(self.json_body))
+        return Write(self.method, self.path, self.route, (*self.query, *body), sent_at)
+
+
+def _mapping_or_none(json_body: Any) -> Mapping[str, Any] | None:
+    """A JSON object body, read as Canvas reads parameters; None for any other body."""
+    return json_body if isinstance(json_body, Mapping) else None
+
+
+class _DeadlineReader:
+    """The client's reads for a check, bounded by what is left of the write's deadline."""
+
+    def __init__(self, client: CanvasClient, until: float) -> None:
+        self._client = client
+        self._until = until
+
+    def left(self) -> float:
+        # A passed deadline still gets a sliver: the read then times out at
+        # once, and the check's failure says so.
+        return max(0.001, self._until - self._client._clock())
+
+    async def get(self, path: str, *, params: Any = None) -> Any:
+        return await self._client.get(path, params=params, deadline=self.left())
+
+    def paginate(self, path: str, *, params: Any = None) -> AsyncIterator[Any]:
+        return self._client.paginate(path, params=params, deadline=self.left())
+
+
+def _reconcilers(given: Mapping[str, Reconciler | None] | None) -> dict[str, Reconciler]:
+    """The built-in checks with the caller's over them; None turns a route's check off."""
+    merged: dict[str, Reconciler | None] = {**BUILTIN_RECONCILERS, **(given or {})}
+    for route in given or {}:
+        method, _, path = route.partition(" ")
+        if not method.isupper() or not path.startswith("/"):
+            raise ValueError(
+                f"A reconcilers key is a route template like "
+                f"'POST /api/v1/courses/:id/enrollments', not {route!r}."
+            )
+    return {route: check for route, check in merged.items() if check is not None}
+
+
+def _found_response(data: Any, url: str) -> CanvasResponse:
+    return CanvasResponse(
+        status=200,
+        headers=CIMultiDictProxy(CIMultiDict()),
+        data=data,
+        url=url,
+        links={},
+        rate_limit_remaining=None,
+        request_cost=None,
+        reconciled=True,
+    )
+
+
+def _name_of(check: object) -> str:
+    return str(getattr(check, "__qualname__", None) or type(check).__name__)
+
 
 def _progress_failed(state: Mapping[str, Any]) -> ProgressFailed:
     progress_id = state.get("id")
@@ -974,6 +1124,7 @@ class _Call:
     expect_json: bool = True
     content: ContentFactory | None = None
     follow_redirects: bool = True
+    reconcile: Reconciler | None = None
 
 
 #: The options of a call that sets none, built once: most calls set none, and
@@ -983,11 +1134,16 @@ _DEFAULT_RAW_CALL = _Call(None, None, None, expect_json=False)
 
 
 def _call_options(
-    idempotent: bool | None, timeout: Timeout, deadline: Seconds | None, *, expect_json: bool = True
+    idempotent: bool | None,
+    timeout: Timeout,
+    deadline: Seconds | None,
+    *,
+    expect_json: bool = True,
+    reconcile: Reconciler | None = None,
 ) -> _Call:
-    if idempotent is None and timeout is None and deadline is None:
+    if idempotent is None and timeout is None and deadline is None and reconcile is None:
         return _DEFAULT_JSON_CALL if expect_json else _DEFAULT_RAW_CALL
-    return _Call(idempotent, timeout, deadline, expect_json)
+    return _Call(idempotent, timeout, deadline, expect_json, reconcile=reconcile)
 
 
 def client_timeout(value: Timeout) -> aiohttp.ClientTimeout:

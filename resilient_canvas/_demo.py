@@ -2,10 +2,13 @@
 
 The job a Canvas admin script really runs: list a course's students (bookmark
 pages) and assignments, read each assignment's submissions (ordinal pages),
-then post a grade for every student and assignment, all at once, while the
-simulated Canvas throttles like hosted Canvas (hwm 700, 429), goes into
-maintenance, times out at the gateway after applying writes, and drops
-connections after writes.
+create a lab section (by SIS id) and enroll every student in it, then post a
+grade for every student and assignment, all at once, while the simulated
+Canvas throttles like hosted Canvas (hwm 700, 429), goes into maintenance,
+times out at the gateway after applying writes, drops connections after
+writes, and answers some writes too late. Enrollments are not idempotent:
+those whose answer is lost are looked up (reconciled) or, not found, sent
+once more (repeated); the summary counts both.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from resilient_canvas._bulk import BulkResult
 from resilient_canvas._client import CanvasClient
 from resilient_canvas._policy import RetryPolicy
 from resilient_canvas._throttle import Throttle
@@ -78,7 +82,9 @@ class DemoOptions:
                 Fault.BAD_GATEWAY: rate * 0.15,
                 Fault.GATEWAY_TIMEOUT: rate * 0.2,
                 Fault.DROP_AFTER_WRITE: rate * 0.25,
-                Fault.HANG: rate * 0.1,
+                # Answers that come too late after the write was applied (a write
+                # still running when its check looks is the one case a check misses).
+                Fault.HANG_AFTER_WRITE: rate * 0.1,
             },
             hang_seconds=3.0,
             seed=self.seed,
@@ -103,8 +109,11 @@ class JobReport:
 
     name: str
     calls: int = 0
+    enrollments: int = 0
     grades: int = 0
     failed: int = 0
+    reconciled: int | None = None
+    repeated: int | None = None
     throttled: int = 0
     applied_writes: int = 0
     duplicate_writes: int = 0
@@ -164,6 +173,7 @@ async def paced_job(
         for assignment in assignments:
             path = f"courses/{COURSE}/assignments/{assignment['id']}/submissions"
             _ = [s async for s in canvas.paginate(path, per_page=50)]
+        enrolled = await _enroll_in_lab(canvas, students)
         work = [(assignment, student) for assignment in assignments for student in students]
         if on_status is not None:
             on_status(0, len(work), _status(canvas, counter, 0, len(work)))
@@ -182,10 +192,27 @@ async def paced_job(
 
         result = await canvas.map(grade, work, on_progress=on_progress)
     report.wall_s = time.perf_counter() - started
+    report.enrollments = len(students)
     report.grades = len(work)
-    report.failed = len(result.failures)
+    report.failed = result.failed + enrolled.failed
+    report.reconciled = result.reconciled + enrolled.reconciled
+    report.repeated = result.repeated + enrolled.repeated
     _read_simulator(report, sim, counter)
     return report
+
+
+async def _enroll_in_lab(canvas: CanvasClient, students: list[int]) -> BulkResult[int, Any]:
+    """Create the lab section (found by its SIS id if its answer is lost), enroll everyone."""
+    lab = await canvas.post(
+        f"courses/{COURSE}/sections",
+        data={"course_section": {"name": "Lab", "sis_section_id": f"LAB-{COURSE}"}},
+    )
+
+    async def enroll(student: int) -> Any:
+        form = {"user_id": student, "type": "StudentEnrollment", "enrollment_state": "active"}
+        return await canvas.post(f"sections/{lab['id']}/enrollments", data={"enrollment": form})
+
+    return await canvas.map(enroll, students)
 
 
 #: What the demo posts per grading type (its own notion of each student's work).
@@ -243,6 +270,7 @@ async def naive_job(sim: CanvasSimulator, options: DemoOptions) -> JobReport:
     started = time.perf_counter()
     timeout = aiohttp.ClientTimeout(total=5)
     async with aiohttp.ClientSession(sim.base_url, headers=headers, timeout=timeout) as session:
+        enrolled = await _naive_enrollments(session, students)
 
         async def grade(item: tuple[dict[str, Any], int]) -> bool:
             assignment, student = item
@@ -257,10 +285,34 @@ async def naive_job(sim: CanvasSimulator, options: DemoOptions) -> JobReport:
 
         results = await asyncio.gather(*(grade(item) for item in work))
     report.wall_s = time.perf_counter() - started
+    report.enrollments = len(students)
     report.grades = len(work)
-    report.failed = results.count(False)
+    report.failed = results.count(False) + enrolled.count(False)
     _read_simulator(report, sim, EventCounter())
     return report
+
+
+async def _naive_enrollments(session: aiohttp.ClientSession, students: list[int]) -> list[bool]:
+    """The lab section and its enrollments, each sent once, all at once."""
+    section = {"course_section[name]": "Lab", "course_section[sis_section_id]": f"LAB-{COURSE}"}
+    try:
+        async with session.post(f"/api/v1/courses/{COURSE}/sections", data=section) as response:
+            lab = json.loads(await response.read())
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return [False] * len(students)
+
+    async def enroll(student: int) -> bool:
+        form = {"enrollment[user_id]": str(student), "enrollment[type]": "StudentEnrollment"}
+        try:
+            async with session.post(
+                f"/api/v1/sections/{lab.get('id')}/enrollments", data=form
+            ) as response:
+                await response.read()
+                return response.status < 400
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    return list(await asyncio.gather(*(enroll(student) for student in students)))
 
 
 def _read_simulator(report: JobReport, sim: CanvasSimulator, counter: EventCounter) -> None:
@@ -274,12 +326,18 @@ def _read_simulator(report: JobReport, sim: CanvasSimulator, counter: EventCount
 
 
 def lower_bound(options: DemoOptions) -> float:
-    """The leaky-bucket bound of the grading phase at the hosted settings."""
-    mean_cost = GRADE_PROFILE.base_cost + GRADE_PROFILE.service_time * GRADE_PROFILE.cost_rate
+    """The leaky-bucket bound of the enrollment and grading phases at the hosted settings."""
+    grades = GRADE_PROFILE.base_cost + GRADE_PROFILE.service_time * GRADE_PROFILE.cost_rate
+    enrollments = LIST_PROFILE.base_cost + LIST_PROFILE.service_time * LIST_PROFILE.cost_rate
     return bucket_lower_bound(
+        options.students,
+        service_time=LIST_PROFILE.service_time,
+        cost=enrollments,
+        hwm=700.0,
+    ) + bucket_lower_bound(
         options.students * options.assignments,
         service_time=GRADE_PROFILE.service_time,
-        cost=mean_cost,
+        cost=grades,
         hwm=700.0,
     )
 
@@ -291,6 +349,7 @@ def summary(reports: list[JobReport], bound: float) -> Table:
     for report in reports:
         table.add_column(report.name, justify="right")
     rows: list[tuple[str, Callable[[JobReport], str]]] = [
+        ("lab enrollments to make", lambda r: str(r.enrollments)),
         ("grades to post", lambda r: str(r.grades)),
         ("HTTP calls sent", lambda r: str(r.calls)),
         ("retries", lambda r: _retries(r.retries)),
@@ -298,6 +357,8 @@ def summary(reports: list[JobReport], bound: float) -> Table:
         ("shared throttle pauses", lambda r: str(r.pauses)),
         ("writes applied", lambda r: str(r.applied_writes)),
         ("duplicate writes", lambda r: _flag(r.duplicate_writes)),
+        ("lost answers found (reconciled)", lambda r: _count(r.reconciled)),
+        ("not found, sent again", lambda r: _count(r.repeated)),
         ("failed calls", lambda r: _flag(r.failed)),
         ("wall time", lambda r: f"{r.wall_s:.1f} s"),
         ("vs. bucket lower bound", lambda r: f"{r.wall_s / bound:.2f}x of {bound:.1f} s"),
@@ -380,6 +441,10 @@ def _retries(retries: collections.Counter[str]) -> str:
     return f"{sum(retries.values())} ({details})"
 
 
+def _count(count: int | None) -> str:
+    return "-" if count is None else str(count)
+
+
 def _flag(count: int) -> str:
     return f"[green]{count}[/]" if count == 0 else f"[bold red]{count}[/]"
 
@@ -403,8 +468,8 @@ async def run_demo(options: DemoOptions, counter: EventCounter, console: Console
     console.print(summary(reports, lower_bound(options)))
     ok = paced.failed == 0 and paced.duplicate_writes == 0
     console.print(
-        "[green]Every grade posted exactly once.[/]"
+        "[green]Every lab enrollment made once. Every grade posted exactly once.[/]"
         if ok
-        else "[bold red]Some grades were lost or duplicated.[/]"
+        else "[bold red]Some enrollments or grades were lost or duplicated.[/]"
     )
     return 0 if ok else 1

@@ -679,6 +679,43 @@ class RequiredFieldMissing(CanvasException):
     reason_name = "required_field_missing"
 
 
+class OutcomeUnknown(CanvasException):
+    """A write may or may not have been applied, and its check could not tell which.
+
+    Raised instead of repeating a write blindly: the write failed in a way
+    that may have been applied (``write_error``), then the check that looks
+    for it failed (``check_error``) or found more than one candidate
+    (``candidates``). ``look_at`` says what to inspect by hand.
+
+    Args:
+        write_error: Why the write's outcome is unknown.
+        check_error: Why the check could not answer; None when it was ambiguous.
+        candidates: What the check found (two or more when ambiguous).
+        look_at: Where to look to decide by hand.
+    """
+
+    status_code = 502
+    reason_name = "outcome_unknown"
+
+    def __init__(
+        self,
+        message: str | bytes | Mapping[str, Any] | None = None,
+        *,
+        write_error: CanvasException | None = None,
+        check_error: BaseException | None = None,
+        candidates: list[Any] | tuple[Any, ...] = (),
+        look_at: str = "",
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, url=url)
+        self.write_error = write_error
+        self.check_error = check_error
+        self.candidates = redact_data(list(candidates))
+        self.look_at = redact(look_at)
+        self.request_sent = True
+
+
 def describe_canvas_body(body: Mapping[str, Any]) -> str:
     """Return a readable sentence from a Canvas JSON error body, or "".
 

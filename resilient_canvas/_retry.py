@@ -15,11 +15,12 @@ shared between concurrent calls (tenacity #93). Our callbacks decide:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -32,11 +33,20 @@ from resilient_canvas._config import is_testing, testing_attempts
 from resilient_canvas._errors import CanvasException, RateLimitExceeded, ThrottleTimeout
 from resilient_canvas._history import Attempt, AttemptHistory
 from resilient_canvas._policy import RetryBudget, RetryPolicy, seconds
+from resilient_canvas._reconcile import (
+    MAY_HAVE_BEEN_APPLIED,
+    Described,
+    Settle,
+    outcome_unknown,
+    raise_again,
+)
+from resilient_canvas._reconcile import reconcile as reconcile_write
 from resilient_canvas._throttle import Observation, Permit, Throttle
 from resilient_canvas._translate import from_aiohttp_error, seal
 
 P = ParamSpec("P")
 T = TypeVar("T")
+R = TypeVar("R")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -91,6 +101,8 @@ class _CallState:
     history: AttemptHistory = field(default_factory=AttemptHistory)
     spent: float = 0.0
     pending_wait: tuple[float, str] = (0.0, "backoff")
+    #: A check will reconcile a write given up as possibly applied: it logs the outcome.
+    reconciles: bool = False
 
     # ---------------------------------------------------------- tenacity hooks
 
@@ -106,11 +118,12 @@ class _CallState:
         if self.policy.allows(error, method=method, idempotent=self.info.idempotent):
             return True
         reason = (
-            "may_have_been_applied"
+            MAY_HAVE_BEEN_APPLIED
             if error.retryable and isinstance(error, self.policy.retry_on)
             else "not_retryable"
         )
-        self._give_up(error, state.attempt_number, reason)
+        quiet = self.reconciles and reason == MAY_HAVE_BEEN_APPLIED
+        self._give_up(error, state.attempt_number, reason, log=not quiet)
         return False
 
     def wait(self, state: tenacity.RetryCallState) -> float:
@@ -186,10 +199,14 @@ class _CallState:
         # A little jitter keeps independent clients from returning in lockstep.
         return max(0.0, deficit / _PRIOR_OUTFLOW) + self.rng.uniform(0.0, 0.25)
 
-    def _give_up(self, error: CanvasException, attempt_number: int, reason: str) -> None:
+    def _give_up(
+        self, error: CanvasException, attempt_number: int, reason: str, *, log: bool = True
+    ) -> None:
         self.history.attempts.append(Attempt(attempt_number, error.reason, error.response_status))
         self.history.gave_up_because = reason
         error.attempts = self.history
+        if not log:
+            return
         _logging.request_failed(
             error,
             **self._fields(error, attempt_number),
@@ -246,6 +263,7 @@ async def call_with_retries(
     observe: Callable[[T], Observation | None] | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
+    on_outcome_unknown: Callable[[CanvasException, float], Awaitable[T]] | None = None,
 ) -> T:
     """Run *attempt* until it succeeds or the policy gives up.
 
@@ -258,9 +276,12 @@ async def call_with_retries(
         observe: Extracts quota headers from a successful result for the throttle.
         clock: Time source for the deadline.
         sleep: How waits pass.
+        on_outcome_unknown: Called, instead of raising, with the failure and
+            the seconds left of the deadline when retrying gave up because
+            the write may have been applied (see ``_reconcile``).
 
     Returns:
-        What the first successful attempt returned.
+        What the first successful attempt returned, or *on_outcome_unknown*'s answer.
 
     Raises:
         CanvasException: The last classified failure, with ``attempts`` set.
@@ -303,21 +324,30 @@ async def call_with_retries(
     try:
         result = await one_attempt()
     except CanvasException as first_failure:
-        retried, spent = await _retry_after(
-            first_failure,
-            one_attempt,
-            _CallState(
-                policy=resolved,
-                info=call_info,
-                throttle=throttle,
-                budget=shared_budget,
-                clock=clock,
-                sleep_fn=sleep,
-                started=started,
-            ),
-        )
-        shared_budget.record_success(spent)
-        return retried
+        try:
+            retried, spent = await _retry_after(
+                first_failure,
+                one_attempt,
+                _CallState(
+                    policy=resolved,
+                    info=call_info,
+                    throttle=throttle,
+                    budget=shared_budget,
+                    clock=clock,
+                    sleep_fn=sleep,
+                    started=started,
+                    reconciles=on_outcome_unknown is not None,
+                ),
+            )
+        except CanvasException as failure:
+            if on_outcome_unknown is None or not outcome_unknown(failure):
+                raise
+            unknown = failure
+        else:
+            shared_budget.record_success(spent)
+            return retried
+        # Outside the handler, so that the check's own errors do not chain the write's.
+        return await on_outcome_unknown(unknown, total - (clock() - started))
     shared_budget.record_success(0.0)
     return result
 
@@ -380,6 +410,20 @@ def resilient(
     budget: RetryBudget | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
+    reconcile: None = None,
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]: ...
+
+
+@overload
+def resilient(
+    *,
+    policy: RetryPolicy | None = None,
+    throttle: Throttle | None = None,
+    idempotent: bool | None = None,
+    budget: RetryBudget | None = None,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+    reconcile: Callable[P, Awaitable[Sequence[T] | None]],
 ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]: ...
 
 
@@ -393,6 +437,7 @@ def resilient(
     budget: RetryBudget | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
+    reconcile: Callable[P, Awaitable[Sequence[T] | None]] | None = None,
 ) -> Callable[P, Awaitable[T]] | Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
     """Retry a coroutine function on transient Canvas failures.
 
@@ -411,6 +456,12 @@ def resilient(
             throttle's when one is given, else one per decorated function.
         clock: Time source for the deadline.
         sleep: How waits pass (inject a recorder in tests).
+        reconcile: A check for a write whose outcome is unknown, called with
+            the wrapped function's arguments: it returns what the call would
+            have created (``[]`` for nothing, None when it cannot tell). Found:
+            the call returns it; not found: the call is repeated, once; two
+            candidates or a failing check: ``OutcomeUnknown``
+            (docs/write-safety.md).
 
     Raises:
         TypeError: If the decorated object is not a coroutine function.
@@ -424,21 +475,62 @@ def resilient(
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            return await call_with_retries(
-                lambda: fn(*args, **kwargs),
-                policy=policy,
-                throttle=throttle,
-                budget=shared_budget,
-                info=info,
-                clock=clock,
-                sleep=sleep,
-            )
+            def run(
+                target: Callable[[], Awaitable[R]],
+                call_policy: RetryPolicy | None = policy,
+                call_info: CallInfo = info,
+                on_unknown: Callable[[CanvasException, float], Awaitable[R]] | None = None,
+            ) -> Awaitable[R]:
+                return call_with_retries(
+                    target,
+                    policy=call_policy,
+                    throttle=throttle,
+                    budget=shared_budget,
+                    info=call_info,
+                    clock=clock,
+                    sleep=sleep,
+                    on_outcome_unknown=on_unknown,
+                )
+
+            if reconcile is None:
+                return await run(lambda: fn(*args, **kwargs))
+            check = reconcile
+
+            async def on_unknown(failure: CanvasException, left: float) -> T:
+                # The check and the repeat share what is left of the call's deadline.
+                until = clock() + left
+
+                def remaining() -> RetryPolicy:
+                    left_now = max(0.001, until - clock())
+                    return dataclasses.replace(policy or DEFAULT_POLICY, deadline=left_now)
+
+                check_info = CallInfo(idempotent=True, label=_name_of(check))
+                waits = seconds((policy or DEFAULT_POLICY).attempt_timeout)
+                settle = Settle(waits, sleep, lambda: until - clock())
+                return await reconcile_write(
+                    failure,
+                    check=lambda: run(lambda: check(*args, **kwargs), remaining(), check_info),
+                    repeat=lambda: run(lambda: fn(*args, **kwargs), remaining(), info, raise_again),
+                    found=_same,
+                    described=Described(None, None, _name_of(check), label=info.label),
+                    settle=settle,
+                )
+
+            return await run(lambda: fn(*args, **kwargs), on_unknown=on_unknown)
 
         return wrapper
 
     if func is not None:
         return decorate(func)
     return decorate
+
+
+def _same(value: T) -> T:
+    return value
+
+
+def _name_of(check: object) -> str:
+    return str(getattr(check, "__qualname__", None) or type(check).__name__)
 
 
 async def raise_for_canvas_status(response: aiohttp.ClientResponse) -> None:

@@ -42,7 +42,8 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   └── SisImportFailed               an SIS import failed or was aborted (messages on .errors)
     ├── GraphQLError                      Canvas's GraphQL answered with errors (kept on .errors)
     ├── LocalFileError                    a local file could not be read or written (disk full)
-    └── RequiredFieldMissing              a required argument is missing (raised before sending)
+    ├── RequiredFieldMissing              a required argument is missing (raised before sending)
+    └── OutcomeUnknown                    a write may have been applied and its check could not tell
 
 Each instance carries what a caller needs without reparsing: ``status_code``,
 ``method``, ``url`` (credentials removed), ``retry_after``,
@@ -96,6 +97,7 @@ from resilient_canvas._errors import (
     MethodNotAllowed,
     MethodNotSupported,
     NotFound,
+    OutcomeUnknown,
     PayloadTooLarge,
     ProgressFailed,
     RangeNotSatisfiable,
@@ -149,6 +151,7 @@ __all__ = [
     "MethodNotAllowed",
     "MethodNotSupported",
     "NotFound",
+    "OutcomeUnknown",
     "PayloadTooLarge",
     "ProgressFailed",
     "RangeNotSatisfiable",

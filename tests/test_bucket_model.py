@@ -80,7 +80,7 @@ def test_too_high_hwm_prior_is_corrected_after_idle() -> None:
     """r3: with a prior of 700 on a 600 install, bursts after idle gaps stop being throttled."""
     world = World(
         config=ThrottleConfig(hwm=700.0),
-        service=lambda rng: 0.5,
+        service=uniform(0.4, 0.6),
         cost=lambda rng: 0.4,
     )
     throttled_per_burst = []
@@ -90,7 +90,7 @@ def test_too_high_hwm_prior_is_corrected_after_idle() -> None:
         throttled_per_burst.append(world.throttled - before)
         world.idle(12.0)
 
-    assert 600.0 == pytest.approx(world.model.hwm, abs=10.0)
+    assert 600.0 == pytest.approx(world.model.hwm, abs=20.0)
     # The old ratchet kept 700 and was throttled in every burst after an idle gap.
     assert all(throttled <= 1 for throttled in throttled_per_burst[1:])
 

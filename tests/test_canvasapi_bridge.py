@@ -178,8 +178,8 @@ def test_error_bodies_reach_canvasapi(sim: ThreadedSimulator) -> None:
     assert isinstance(raised.value.__cause__, ours.InvalidAccessToken)
 
 
-def test_a_post_whose_outcome_is_unknown_is_not_repeated(sim: ThreadedSimulator) -> None:
-    """A dropped POST is raised, not resent: one write, no duplicate, a ConnectionError."""
+def test_a_post_whose_answer_is_lost_is_found_not_repeated(sim: ThreadedSimulator) -> None:
+    """A dropped enrollment POST is looked up (write reconciliation), not resent: no duplicate."""
     set_testing(True)
     _schedule(sim, {1: Fault.DROP_AFTER_WRITE})
     canvas = install(_canvas(sim.base_url, sim.token))
@@ -187,8 +187,24 @@ def test_a_post_whose_outcome_is_unknown_is_not_repeated(sim: ThreadedSimulator)
     _schedule(sim, {1: Fault.DROP_AFTER_WRITE})
     user_id = sim.call(lambda: sim.simulator.data.enrollments[102][1]["user_id"])
 
+    enrollment = course.enroll_user(user_id, enrollment={"type": "StudentEnrollment"})
+
+    assert user_id == enrollment.user_id
+    stats = sim.simulator.stats
+    assert (1, 0) == (stats.applied_writes, stats.duplicate_writes)
+
+
+def test_a_post_without_a_check_whose_outcome_is_unknown_is_raised(
+    sim: ThreadedSimulator,
+) -> None:
+    """A dropped POST with no check is raised, not resent: one write, a ConnectionError."""
+    set_testing(True)
+    canvas = install(_canvas(sim.base_url, sim.token))
+    course = canvas.get_course(101)
+    _schedule(sim, {1: Fault.DROP_AFTER_WRITE})
+
     with pytest.raises(CanvasapiConnectionError) as raised:
-        course.enroll_user(user_id, enrollment={"type": "StudentEnrollment"})
+        course.create_assignment({"name": "Essay"})
 
     assert isinstance(raised.value, canvasapi_errors.CanvasException)
     assert isinstance(raised.value, requests.ConnectionError)
@@ -198,18 +214,16 @@ def test_a_post_whose_outcome_is_unknown_is_not_repeated(sim: ThreadedSimulator)
 
 
 def test_a_post_that_times_out_is_a_read_timeout(sim: ThreadedSimulator) -> None:
-    """With install's timeout, a hanging POST raises a ReadTimeout of both libraries."""
+    """With install's timeout, a hanging POST (no check for it) raises a ReadTimeout of both."""
     _schedule(sim, {2: Fault.HANG}, hang_seconds=5.0)
     canvas = install(_canvas(sim.base_url, sim.token), timeout=0.05)
     course = canvas.get_course(101)
-    user_id = sim.call(lambda: sim.simulator.data.enrollments[102][1]["user_id"])
 
     with pytest.raises(CanvasapiReadTimeout) as raised:
-        course.enroll_user(user_id, enrollment={"type": "StudentEnrollment"})
+        course.create_assignment({"name": "Essay"})
 
     assert isinstance(raised.value, requests.ReadTimeout)
     assert isinstance(raised.value.__cause__, ours.ReadTimeout)
-    assert 2 == sim.simulator.stats.requests
 
 
 def test_no_server_is_a_connection_error() -> None:

@@ -101,7 +101,8 @@ CALLS = {
         {"submission": {"posted_grade": "9"}},
     ),
     "DELETE": ("DELETE", "courses/101", None),
-    "POST": ("POST", "courses/101/enrollments", {"enrollment": {"user_id": 101}}),
+    # A route without a built-in check: the failure is raised as it is (issue 18).
+    "POST": ("POST", "courses/101/assignments", {"assignment": {"name": "Quiz"}}),
 }
 
 
@@ -209,7 +210,7 @@ async def test_read_timeout_retried_for_get_not_for_post() -> None:
             sim.base_url, sim.token, throttle=None, policy=policy, clock=clock, sleep=clock.sleep
         ) as canvas:
             with pytest.raises(exc.ReadTimeout) as post_error:
-                await canvas.post("courses/101/enrollments", data={"enrollment": {"user_id": 5}})
+                await canvas.post("courses/101/assignments", data={"assignment": {"name": "Q"}})
             with pytest.raises(exc.ReadTimeout) as get_error:
                 await canvas.get("courses/101")
 
@@ -221,14 +222,14 @@ async def test_read_timeout_retried_for_get_not_for_post() -> None:
 async def test_dropped_post_is_not_repeated(
     sim_and_clock: tuple[CanvasSimulator, FakeClock],
 ) -> None:
-    """A POST whose connection dropped after the write is raised, not silently repeated."""
+    """A POST without a check whose connection dropped after the write is raised, not repeated."""
     sim, clock = sim_and_clock
     _schedule(sim, Fault.DROP_AFTER_WRITE)
     async with CanvasClient(
         sim.base_url, sim.token, throttle=None, clock=clock, sleep=clock.sleep
     ) as canvas:
         with pytest.raises(exc.ConnectionDropped) as raised:
-            await canvas.post("courses/101/enrollments", data={"enrollment": {"user_id": 101}})
+            await canvas.post("courses/101/assignments", data={"assignment": {"name": "Quiz"}})
 
     assert raised.value.may_have_been_applied
     assert (1, 0) == (sim.stats.applied_writes, sim.stats.duplicate_writes)

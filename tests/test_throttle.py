@@ -230,3 +230,65 @@ async def test_paced_client_avoids_throttles_on_the_simulator() -> None:
     assert 0 == len(result.failures)
     assert sim.stats.throttled <= 3
     assert sim.stats.peak_in_flight <= 11
+
+
+async def test_resilient_feeds_successes_back_to_its_throttle() -> None:
+    """r14: @resilient(throttle=...) releases every success, so a throttle's cut heals."""
+    from resilient_canvas import classify_response, resilient
+
+    throttle = make(FakeClock(), headerless_in_flight=8)
+    calls = 0
+
+    @resilient(throttle=throttle, idempotent=True)
+    async def fetch(index: int) -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+        if calls == 20:
+            raise classify_response(429, {}, b"429 Too Many Requests (Rate Limit Exceeded)")
+        return index
+
+    set_testing(True)
+    await asyncio.gather(*(fetch(i) for i in range(40)))
+    assert throttle.estimate().throttled_responses >= 1
+    await asyncio.gather(*(fetch(i) for i in range(200)))
+
+    assert 8 == throttle.estimate().in_flight_limit
+
+
+async def test_headerless_server_recovers_after_one_throttle() -> None:
+    """r1b: a proxy strips the quota headers and one 429 comes: concurrency comes back."""
+    from aiohttp import web
+
+    state = {"n": 0, "in_flight": 0, "peak_after": 0}
+
+    async def handler(request: web.Request) -> web.Response:
+        state["n"] += 1
+        number = state["n"]
+        state["in_flight"] += 1
+        if number > 100:
+            state["peak_after"] = max(state["peak_after"], state["in_flight"])
+        try:
+            await asyncio.sleep(0.002)
+            if number == 30:
+                return web.Response(status=429, text="Too Many Requests")
+            return web.json_response({"id": number})
+        finally:
+            state["in_flight"] -= 1
+
+    app = web.Application()
+    app.router.add_get("/api/v1/x/{i}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    set_testing(True)
+    try:
+        async with CanvasClient(f"http://127.0.0.1:{port}", "tok", throttle=Throttle()) as canvas:
+            result = await canvas.map(lambda i: canvas.get(f"x/{i}"), range(300))
+    finally:
+        await runner.cleanup()
+
+    assert 0 == len(result.failures)
+    assert 8 == state["peak_after"]

@@ -23,6 +23,9 @@ class Fault(enum.Enum):
     SLOW = "slow"
     #: The request ran, then the connection is closed without an answer.
     DROP_AFTER_WRITE = "drop_after_write"
+    #: The request ran (a write is applied), then the answer stalls for
+    #: ``hang_seconds``: the client's attempt times out after the write.
+    HANG_AFTER_WRITE = "hang_after_write"
     #: 200 with a truncated JSON body; the request ran.
     MALFORMED_JSON = "malformed_json"
     #: 500 with a Canvas error report; the request never ran.
@@ -40,8 +43,9 @@ class FaultSettings:
         schedule: Faults forced on given request numbers (1 for the first request
             the simulator serves), for deterministic tests.
         methods: Methods eligible for random faults (scheduled ones always apply).
-            DROP_AFTER_WRITE and GATEWAY_TIMEOUT are only useful on writes.
-        hang_seconds: How long a HANG stalls.
+            DROP_AFTER_WRITE, HANG_AFTER_WRITE and GATEWAY_TIMEOUT are only
+            useful on writes.
+        hang_seconds: How long a HANG or a HANG_AFTER_WRITE stalls.
         slow_seconds: How late a SLOW answers.
         seed: Seed of the fault RNG.
     """

@@ -50,6 +50,12 @@ from resilient_canvas.testing._settings import (
     work_rng,
 )
 from resilient_canvas.testing._sis import SisImports
+from resilient_canvas.testing._writes import (
+    WriteRoutes,
+    WriteState,
+    default_section_id,
+    resolve_course,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Clock = Callable[[], float]
@@ -76,6 +82,8 @@ class SimulatorStats:
         client_disconnects: Requests whose client went away before they were read.
         faults: How often each fault was injected.
         statuses: How often each status was answered.
+        methods: How many requests came with each method (the reads that
+            checked a write's outcome show here).
     """
 
     requests: int = 0
@@ -88,6 +96,7 @@ class SimulatorStats:
     client_disconnects: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
+    methods: Counter[str] = field(default_factory=Counter)
 
 
 def ruby_float(value: float) -> str:
@@ -136,12 +145,16 @@ class CanvasApp:
         self.sis = SisImports()
         #: OAuth2 token records, the refresh grant and expiry.
         self.oauth = OAuthServer()
+        self._writes = WriteRoutes(
+            lambda: self.data, lambda: self.writes, _params, self._record_write
+        )
         self._add_routes()
         self.reset()
 
     def reset(self) -> None:
         """Restore the data, buckets, faults and statistics to their initial state."""
         self.data: CanvasData = generate(self.settings.data)
+        self.writes = WriteState.seeded(self.data)
         self.buckets: dict[str, LeakyBucket] = {}
         self.stats = SimulatorStats()
         self._faults = FaultPicker(self.settings.faults)
@@ -174,6 +187,7 @@ class CanvasApp:
         await self._transit()  # the request crosses the network
         stats = self.stats
         stats.requests += 1
+        stats.methods[request.method] += 1
         stats.in_flight += 1
         stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
         try:
@@ -269,6 +283,9 @@ class CanvasApp:
     ) -> web.StreamResponse:
         if fault is Fault.GATEWAY_TIMEOUT:
             return _html(504, "504 Gateway Time-out")
+        if fault is Fault.HANG_AFTER_WRITE:
+            # The work is done; the answer comes after the client gave up.
+            await self._sleep(self.settings.faults.hang_seconds)
         if fault is Fault.DROP_AFTER_WRITE:
             # The work is done; the client never learns it.
             if request.transport is not None:
@@ -304,6 +321,7 @@ class CanvasApp:
         }
         document["faults"] = dict(stats.faults)
         document["statuses"] = {str(status): count for status, count in stats.statuses.items()}
+        document["methods"] = dict(stats.methods)
         document["bucket_level"] = round(self.bucket().level(), 3)
         return document
 
@@ -369,6 +387,7 @@ class CanvasApp:
         r.add_post("/api/graphql", self.graphql.handle)
         self.sis.add_routes(r)
         r.add_post(TOKEN_PATH, self.oauth.grant)
+        self._writes.add_routes(r)
 
     async def _list_courses(self, request: web.Request) -> web.Response:
         params = _query(request)
@@ -389,7 +408,7 @@ class CanvasApp:
         return ordinal_page(request, courses)
 
     async def _get_course(self, request: web.Request) -> web.Response:
-        course = self.data.courses.get(_int(request.match_info["course_id"]))
+        course = self.data.courses.get(resolve_course(request.match_info["course_id"], self.data))
         return web.json_response(course) if course else _not_found()
 
     async def _get_user(self, request: web.Request) -> web.Response:
@@ -431,8 +450,14 @@ class CanvasApp:
         state = str(enrollment.get("enrollment_state", "invited"))
         if state not in ("active", "invited", "inactive"):
             state = "invited"
-        self._record_write(("enroll", course_id, user_id, kind), idempotent=False)
-        return web.json_response(new_enrollment(self.data, course_id, user_id, kind, state))
+        section_id = _int(str(enrollment.get("course_section_id", default_section_id(course_id))))
+        section = self.writes.sections.get(section_id)
+        if section is None or section["course_id"] != course_id:
+            return _not_found()
+        self._record_write(("enroll", course_id, user_id, kind, section_id), idempotent=False)
+        created = new_enrollment(self.data, course_id, user_id, kind, state)
+        created["course_section_id"] = section_id
+        return web.json_response(created)
 
     async def _end_enrollment(self, request: web.Request) -> web.Response:
         roster = self.data.enrollments.get(_int(request.match_info["course_id"]), [])
@@ -529,17 +554,26 @@ class CanvasApp:
         posted = (
             submission_params.get("posted_grade") if isinstance(submission_params, dict) else None
         )
-        if posted is None:
+        comment = params.get("comment")
+        text = comment.get("text_comment") if isinstance(comment, dict) else None
+        if posted is None and text is None:
             return web.json_response({"errors": [{"message": "submission is missing"}]}, status=400)
         assignment = self._assignment(request)
         assert assignment is not None  # submissions exist only for existing assignments
-        try:
-            self._apply_grade(assignment, submissions[user_id], str(posted))
-        except GradeError as error:
-            return web.json_response({"error": str(error)}, status=400)
-        key = ("grade", request.match_info["assignment_id"], user_id, str(posted))
-        self._record_write(key, idempotent=True)
-        return web.json_response(submissions[user_id])
+        if posted is not None:
+            try:
+                self._apply_grade(assignment, submissions[user_id], str(posted))
+            except GradeError as error:
+                return web.json_response({"error": str(error)}, status=400)
+            key = ("grade", request.match_info["assignment_id"], user_id, str(posted))
+            self._record_write(key, idempotent=True)
+        if text is None:
+            return web.json_response(submissions[user_id])
+        # Each PUT with a comment adds one: this PUT is not idempotent.
+        self._writes.add_comment(assignment["id"], user_id, str(text))
+        return web.json_response(
+            self._writes.with_comments(submissions[user_id], assignment["id"], user_id)
+        )
 
     def _apply_grade(
         self, assignment: dict[str, Any], submission: dict[str, Any], posted: str
@@ -563,7 +597,8 @@ class CanvasApp:
             request.match_info["assignment_id"],
             json.dumps(grade_data, sort_keys=True),
         )
-        self._record_write(key, idempotent=False)
+        # The same payload sets the same grades: harmless when repeated.
+        self._record_write(key, idempotent=True)
         progress_id = self.data.next_progress_id
         self.data.next_progress_id += 1
         progress = {
