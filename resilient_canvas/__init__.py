@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from resilient_canvas._breaker import (
+    BreakerEstimate,
+    BreakerSettings,
+    CircuitBreaker,
+    CircuitState,
+    breaker_for,
+    clear_breakers,
+)
 from resilient_canvas._bucket_model import Observation, Permit, ThrottleConfig, ThrottleEstimate
 from resilient_canvas._bulk import BulkProgress, BulkResult, Outcome
 from resilient_canvas._client import (
@@ -14,6 +22,7 @@ from resilient_canvas._client import (
 from resilient_canvas._encoding import encode_params, require
 from resilient_canvas._history import Attempt, AttemptHistory
 from resilient_canvas._oauth import RefreshToken
+from resilient_canvas._otel import install_if_available as _install_otel
 from resilient_canvas._policy import BudgetSettings, RetryBudget, RetryPolicy
 from resilient_canvas._reconcile import CheckReader, Reconciler, Write
 from resilient_canvas._redis_throttle import RedisThrottle
@@ -26,6 +35,7 @@ from resilient_canvas.exceptions import (
     BadGateway,
     BadRequest,
     CanvasException,
+    CircuitOpen,
     Conflict,
     ConnectError,
     ConnectionDropped,
@@ -61,6 +71,8 @@ __all__ = [
     "AttemptHistory",
     "BadGateway",
     "BadRequest",
+    "BreakerEstimate",
+    "BreakerSettings",
     "BudgetSettings",
     "BulkProgress",
     "BulkResult",
@@ -68,6 +80,9 @@ __all__ = [
     "CanvasException",
     "CanvasResponse",
     "CheckReader",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "CircuitState",
     "ClientState",
     "Conflict",
     "ConnectError",
@@ -111,7 +126,9 @@ __all__ = [
     "UserAgentRejected",
     "Write",
     "__version__",
+    "breaker_for",
     "classify_response",
+    "clear_breakers",
     "clear_throttles",
     "close_throttles",
     "encode_params",
@@ -121,3 +138,6 @@ __all__ = [
     "route_template",
     "throttle_for",
 ]
+
+# Traces and metrics when the `otel` extra is installed; without it, nothing at all.
+_install_otel()

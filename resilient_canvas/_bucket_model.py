@@ -109,6 +109,10 @@ _SEND_LAG_S = 0.005
 _FIRST_SEND_LAG_S = 0.05
 _MAX_SEND_LAG_S = 0.2
 _SEND_LAG_SHRINK = 0.97
+#: Once the reservations are known to within a unit, one answer in this many teaches.
+_CONVERGED_STRIDE = 4
+#: Answers after which a drained-bucket sample's reservations are taken as known.
+_HWM_REWEIGHS = 200
 #: After the count drained, answers show hwm for this long (then the leak blurs it).
 _DRAINED_FOR_S = 1.0
 #: Backoff of a throttle without quota headers, in seconds, doubling per event.
@@ -430,6 +434,9 @@ class BucketModel:
         self._charged_since_drain = 0.0
         #: The latest drained-bucket answer: hwm = base + sum(h[i] * x[i]).
         self._drain_sample: tuple[float, dict[int, float]] | None = None
+        self._reweighs_left = 0
+        self._observed = 0
+        self._drain_taken_at = -math.inf
         #: The largest remaining any answer showed (hwm is at least that).
         self._highest = -math.inf
         self._at = now
@@ -447,6 +454,7 @@ class BucketModel:
         self._rtt_floor = math.inf
         self._timings = 0
         self._send_lag = _FIRST_SEND_LAG_S
+        self._last_probe: tuple[float, str | None] | None = None
         self._outliers = 0
         self._outlier_sign = 0.0
         self._answers = 0
@@ -520,7 +528,10 @@ class BucketModel:
         free, doubt = self._free(now, route)
         shortfall = self._safety(doubt) - free
         # Canvas refuses at count >= hwm: room exactly zero is no room.
-        if shortfall < 0 or self._may_probe(free):
+        if shortfall < 0:
+            return 0.0
+        if self._may_probe(free):
+            self._last_probe = (now, route)
             return 0.0
         # The leak makes room, but only until the count is zero; past that
         # only a request ending does. Nothing in flight and nothing left to
@@ -534,9 +545,13 @@ class BucketModel:
         """Record a request starting now (call when ``delay()`` said 0)."""
         probe = False
         if self._anchor is not None:
-            free, doubt = self._free(now, route)
-            probe = free - self._safety(doubt) < 0
-            if not self._active and self._remaining_now(now) >= self._hwm:
+            # Admitted beyond what the model allows: delay() said yes to a probe.
+            probe = self._last_probe == (now, route)
+            if (
+                not self._active
+                and self._remaining_now(now) >= self._hwm
+                and now - self._drain_taken_at > _DRAINED_FOR_S
+            ):
                 # Idle long enough for the count to leak to zero.
                 self._drained_at, self._charged_since_drain = now, 0.0
         permit = Permit(
@@ -904,8 +919,12 @@ class BucketModel:
         """remaining <= hwm always; alone after the bucket drained, remaining + cost == hwm."""
         if not self._learn:
             return
-        self._highest = max(self._highest, remaining)
-        self._reweigh_hwm()
+        if remaining > self._highest:
+            # Tiny rises are the leak between answers: not worth a recomputation.
+            risen = remaining > self._highest + 1.0 or remaining > self._hwm
+            self._highest = remaining
+            if risen:
+                self._reweigh_hwm()
         if cost is None:
             # Throttled: the count was anything but zero.
             self._drained_at = None
@@ -926,6 +945,8 @@ class BucketModel:
         leaked = self.outflow * max(0.0, answered_at - self._drained_at)
         base = remaining + max(0.0, self._charged_since_drain - leaked)
         self._drain_sample = (base, {k: -v for k, v in self._reserved_vector(sure).items()})
+        self._drain_taken_at = now
+        self._reweighs_left = _HWM_REWEIGHS
         self._reweigh_hwm()
 
     def _reweigh_hwm(self) -> None:
@@ -979,6 +1000,11 @@ class BucketModel:
             # assumed would bias the parameters. The headroom follows eq. (2)
             # without this answer; the next clean one measures it.
             return
+        self._observed += 1
+        if self._observed % _CONVERGED_STRIDE and self._converged():
+            # Converged: every answer would teach next to nothing, and the
+            # headroom follows eq. (2) meanwhile. Learn from one in a few.
+            return
         innovation = remaining - f.value(h)
         spread = f.variance(h) + noise
         if innovation * innovation > _GATE_Z**2 * spread:
@@ -988,7 +1014,9 @@ class BucketModel:
             return
         f.update(h, remaining, noise)
         self._clamp()
-        if self._drain_sample is not None:
+        if self._reweighs_left > 0:
+            # The reservations in the drained-bucket sample are better known now.
+            self._reweighs_left -= 1
             self._reweigh_hwm()
 
     def _learn_outflow(
@@ -1009,6 +1037,11 @@ class BucketModel:
         key = tuple(value for pair in sorted(counts.items()) for value in pair)
         # The reservations cancel out of a pair: only the answers' own noise.
         self._outflow.observe(key, remaining, answered_at, self._settled, _PAIR_VAR)
+
+    def _converged(self) -> bool:
+        """Whether every route's reservation is known to within a unit."""
+        routes: list[str | None] = [*self._slots] or [None]
+        return all(self.up_front_sd_for(route) < 1.0 for route in routes)
 
     def _reserved_vector(self, permits: Iterable[Permit], weight: float = 1.0) -> dict[int, float]:
         """Coefficients of the sum of *permits*' reservations over the filter's state, negated."""

@@ -25,6 +25,7 @@ from resilient_canvas import _files, _graphql, _sis
 from resilient_canvas._agent import build_user_agent
 from resilient_canvas._api import ContentFactory
 from resilient_canvas._body import read_body, read_error_body, too_large
+from resilient_canvas._breaker import Circuit, breaker_for
 from resilient_canvas._bulk import BulkProgress, BulkResult, run_bulk
 from resilient_canvas._checks import BUILTIN_RECONCILERS, IDEMPOTENCY_ROUTES, known_idempotency
 from resilient_canvas._encoding import Params, encode_params
@@ -196,6 +197,9 @@ class CanvasClient:
         sleep: How waits pass.
         redis_url: With the shared throttle, keep its state in Redis so that
             every process using this token paces together.
+        breaker: ``"shared"`` (default) holds calls while this Canvas origin
+            is down, with the circuit breaker every client on the origin
+            shares; a :class:`CircuitBreaker` uses that one; None disables it.
         max_body_size: Largest response body read, in bytes once decoded
             (32 MiB); a larger one raises ``InvalidResponse`` instead of
             filling memory. Error bodies keep only their first 64 KiB.
@@ -223,6 +227,7 @@ class CanvasClient:
         sleep: Sleep = asyncio.sleep,
         redis_url: str | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        breaker: Circuit | Literal["shared"] | None = "shared",
         reconcilers: Mapping[str, Reconciler | None] | None = None,
     ) -> None:
         # Wrapped first and the bare string dropped: a traceback that shows
@@ -267,6 +272,8 @@ class CanvasClient:
         #: Shared by every client of this token on this Canvas, so an outage
         #: cannot turn into a retry storm.
         self.budget = budget_for(base, self._token.identity.reveal(), self.policy.budget)
+        #: The origin's circuit breaker: holds calls while Canvas is down.
+        self.breaker = breaker_for(self._origin, clock=clock) if breaker == "shared" else breaker
         self.per_page = per_page
         self.max_body_size = max_body_size
         self._timeout = client_timeout(timeout)
@@ -933,6 +940,7 @@ class CanvasClient:
             observe=_observation,
             clock=self._clock,
             sleep=self._sleep,
+            breaker=self.breaker,
             on_outcome_unknown=on_unknown,
         )
 

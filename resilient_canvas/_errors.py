@@ -716,6 +716,39 @@ class OutcomeUnknown(CanvasException):
         self.request_sent = True
 
 
+class CircuitOpen(CanvasException):
+    """Canvas has been failing and this call's deadline ends before the next probe; never sent.
+
+    The circuit breaker of the Canvas origin is open: calls are held until a
+    probe shows Canvas is back, and this one would have waited past its
+    deadline. Retrying later (a longer deadline, a later run) may succeed.
+
+    Attributes:
+        down_for: Seconds since the circuit opened (Canvas has been failing).
+        next_probe_in: Seconds until the next probe, when one is scheduled.
+    """
+
+    status_code = 503
+    quiet = True
+    transient = True
+    certainly_not_applied = True
+    reason_name = "circuit_open"
+
+    def __init__(
+        self,
+        message: str | bytes | Mapping[str, Any] | None = None,
+        *,
+        down_for: float = 0.0,
+        next_probe_in: float | None = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, url=url)
+        self.down_for = down_for
+        self.next_probe_in = next_probe_in
+        self.request_sent = False
+
+
 def describe_canvas_body(body: Mapping[str, Any]) -> str:
     """Return a readable sentence from a Canvas JSON error body, or "".
 

@@ -28,6 +28,9 @@ RETRY_SCHEDULED = "canvas.retry_scheduled"
 REQUEST_FAILED = "canvas.request_failed"
 THROTTLE_PAUSED = "canvas.throttle_paused"
 THROTTLE_DEGRADED = "canvas.throttle_degraded"
+CIRCUIT_OPENED = "canvas.circuit_opened"
+CIRCUIT_HALF_OPEN = "canvas.circuit_half_open"
+CIRCUIT_CLOSED = "canvas.circuit_closed"
 
 #: The stdlib logger events go to while structlog is unconfigured.
 stdlib_logger = logging.getLogger("resilient_canvas")
@@ -119,3 +122,11 @@ def throttle_degraded(**fields: Any) -> None:
 def throttle_event(event: str, *, level: str = "info", **fields: Any) -> None:
     """Log an event of the bucket model (``canvas.throttle_*``) at *level*."""
     getattr(logger, level)(event, **_redacted(fields))
+
+
+def circuit_changed(event: str, **fields: Any) -> None:
+    """Log a circuit breaker's change of state: opened and half-open warn, closed informs."""
+    if event == CIRCUIT_CLOSED:
+        logger.info(event, **_redacted(fields))
+    else:
+        logger.warning(event, **_redacted(fields))

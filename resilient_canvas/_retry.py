@@ -27,10 +27,23 @@ from typing import Any, ParamSpec, TypeVar, overload
 import aiohttp
 import tenacity
 
-from resilient_canvas import _logging
+from resilient_canvas import _circuit, _logging, _telemetry
+from resilient_canvas._breaker import (
+    ADMITTED,
+    Admission,
+    Circuit,
+    CircuitState,
+    Outcome,
+    outcome_of,
+)
 from resilient_canvas._classify import classify_response
 from resilient_canvas._config import is_testing, testing_attempts
-from resilient_canvas._errors import CanvasException, RateLimitExceeded, ThrottleTimeout
+from resilient_canvas._errors import (
+    CanvasException,
+    CircuitOpen,
+    RateLimitExceeded,
+    ThrottleTimeout,
+)
 from resilient_canvas._history import Attempt, AttemptHistory
 from resilient_canvas._policy import RetryBudget, RetryPolicy, seconds
 from resilient_canvas._reconcile import (
@@ -97,6 +110,7 @@ class _CallState:
     clock: Clock
     sleep_fn: Sleep
     started: float
+    breaker: Circuit | None = None
     rng: random.Random = field(default_factory=lambda: _JITTER)
     history: AttemptHistory = field(default_factory=AttemptHistory)
     spent: float = 0.0
@@ -122,6 +136,8 @@ class _CallState:
             if error.retryable and isinstance(error, self.policy.retry_on)
             else "not_retryable"
         )
+        if isinstance(error, CircuitOpen):
+            reason = "circuit_open"
         quiet = self.reconciles and reason == MAY_HAVE_BEEN_APPLIED
         self._give_up(error, state.attempt_number, reason, log=not quiet)
         return False
@@ -142,10 +158,10 @@ class _CallState:
             reason = "wait_exceeds_cap"
         elif wait >= self.deadline_left():
             reason = "wait_exceeds_deadline"
-        elif not self.budget.try_spend(self.budget.cost_of(error)):
+        elif not self.budget.try_spend(self._retry_cost(error)):
             reason = "retry_budget_exhausted"
         if reason is None:
-            self.spent += self.budget.cost_of(error)
+            self.spent += self._retry_cost(error)
             return False
         if reason in ("wait_exceeds_cap", "wait_exceeds_deadline"):
             error.wait_hint = round(wait, 3)
@@ -166,6 +182,9 @@ class _CallState:
             wait_source=source,
             deadline_left_s=round(max(0.0, self.deadline_left()), 3),
         )
+        hooks = _telemetry.hooks
+        if hooks is not None and hooks.active():
+            hooks.retry_scheduled(error.reason, self.info.method, self.info.route)
 
     async def sleep(self, wait: float) -> None:
         await self.sleep_fn(0.0 if is_testing() else wait)
@@ -174,6 +193,18 @@ class _CallState:
 
     def deadline_left(self) -> float:
         return seconds(self.policy.deadline) - (self.clock() - self.started)
+
+    def _retry_cost(self, error: CanvasException) -> float:
+        # While the circuit is open a retry is held, not sent: the breaker, not
+        # the budget, keeps the outage from becoming a retry storm.
+        breaker = self.breaker
+        if (
+            breaker is not None
+            and breaker.state is not CircuitState.CLOSED
+            and outcome_of(error) is Outcome.FAILURE
+        ):
+            return 0.0
+        return self.budget.cost_of(error)
 
     def _wait_for(self, error: CanvasException, attempt_number: int) -> tuple[float, str]:
         if error.retry_after is not None:
@@ -263,6 +294,7 @@ async def call_with_retries(
     observe: Callable[[T], Observation | None] | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
+    breaker: Circuit | None = None,
     on_outcome_unknown: Callable[[CanvasException, float], Awaitable[T]] | None = None,
 ) -> T:
     """Run *attempt* until it succeeds or the policy gives up.
@@ -276,6 +308,7 @@ async def call_with_retries(
         observe: Extracts quota headers from a successful result for the throttle.
         clock: Time source for the deadline.
         sleep: How waits pass.
+        breaker: The Canvas origin's circuit: holds attempts while it is open.
         on_outcome_unknown: Called, instead of raising, with the failure and
             the seconds left of the deadline when retrying gave up because
             the write may have been applied (see ``_reconcile``).
@@ -285,35 +318,108 @@ async def call_with_retries(
 
     Raises:
         CanvasException: The last classified failure, with ``attempts`` set.
+        CircuitOpen: Canvas is down and the deadline ends before the next probe.
         BaseException: Anything unrelated to HTTP, unchanged and never retried.
     """
+    hooks = _telemetry.hooks
+    if hooks is not None and hooks.active():
+        # Telemetry wraps the call in its span and each attempt in a client span.
+        info = info or CallInfo()
+        return await hooks.run_call(
+            lambda: _call_with_retries(
+                attempt,
+                policy,
+                throttle,
+                budget,
+                info,
+                observe,
+                clock,
+                sleep,
+                breaker,
+                on_outcome_unknown,
+                hooks,
+            ),
+            info.method,
+            info.route,
+        )
+    return await _call_with_retries(
+        attempt,
+        policy,
+        throttle,
+        budget,
+        info,
+        observe,
+        clock,
+        sleep,
+        breaker,
+        on_outcome_unknown,
+        None,
+    )
+
+
+async def _call_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    policy: RetryPolicy | None,
+    throttle: Throttle | None,
+    budget: RetryBudget | None,
+    info: CallInfo | None,
+    observe: Callable[[T], Observation | None] | None,
+    clock: Clock,
+    sleep: Sleep,
+    breaker: Circuit | None,
+    on_outcome_unknown: Callable[[CanvasException, float], Awaitable[T]] | None,
+    hooks: _telemetry.Hooks | None,
+) -> T:
     resolved = policy or DEFAULT_POLICY
     call_info = info or CallInfo()
     shared_budget = budget or RetryBudget(resolved.budget)
     started = clock()
     total = seconds(resolved.deadline)
     per_attempt = seconds(resolved.attempt_timeout)
+    sent = 0
 
     async def one_attempt() -> T:
-        # A free place is taken inline; only a wait needs the deadline-bounded path.
-        permit = throttle.try_acquire(call_info.route) if throttle else None
-        if permit is None and throttle is not None:
-            permit = await _place(throttle, call_info, total - (clock() - started))
+        nonlocal sent
+        entered = clock() if hooks is not None else 0.0
+        admission = breaker.admit() if breaker is not None else None
+        # Most attempts pass a closed circuit and find a free place: no waiting, inline.
+        fast = admission is None or admission is ADMITTED
+        permit = throttle.try_acquire(call_info.route) if throttle is not None and fast else None
+        if permit is None and (throttle is not None or not fast):
+            admission, permit = await _enter(
+                breaker, admission, throttle, call_info, lambda: total - (clock() - started), sleep
+            )
         observation: Observation | None = None
+        outcome = Outcome.IGNORED
         try:
-            left = total - (clock() - started)
-            async with asyncio.timeout(min(per_attempt, max(0.001, left))):
-                result = await attempt()
+            limit = min(per_attempt, max(0.001, total - (clock() - started)))
+            if hooks is None:
+                async with asyncio.timeout(limit):
+                    result = await attempt()
+            else:
+                sent += 1
+                result = await hooks.run_attempt(
+                    functools.partial(_timed, attempt, limit),
+                    method=call_info.method,
+                    route=call_info.route,
+                    url=call_info.url,
+                    resend_count=sent - 1,
+                    throttle_wait_s=clock() - entered,
+                )
+            outcome = Outcome.SUCCESS
             observation = observe(result) if observe else None
             return result
         except Exception as exc:
             failure = translate(exc, call_info)
             if failure is None:
                 raise
+            outcome = outcome_of(failure)
             observation = observation_of(failure)
         finally:
             if permit is not None and throttle is not None:
                 throttle.release(permit, observation)
+            if admission is not None and breaker is not None:
+                _circuit.finish(breaker, admission, outcome)
         # Raised here, outside the handler, so that the original exception is not
         # chained as __context__; seal() drops the frames whose locals hold the
         # request, the response and its body.
@@ -337,6 +443,7 @@ async def call_with_retries(
                     sleep_fn=sleep,
                     started=started,
                     reconciles=on_outcome_unknown is not None,
+                    breaker=breaker,
                 ),
             )
         except CanvasException as failure:
@@ -350,6 +457,50 @@ async def call_with_retries(
         return await on_outcome_unknown(unknown, total - (clock() - started))
     shared_budget.record_success(0.0)
     return result
+
+
+async def _timed(attempt: Callable[[], Awaitable[T]], limit: float) -> T:
+    async with asyncio.timeout(limit):
+        return await attempt()
+
+
+async def _enter(
+    breaker: Circuit | None,
+    admission: Admission | None,
+    throttle: Throttle | None,
+    info: CallInfo,
+    deadline_left: Callable[[], float],
+    sleep: Sleep,
+) -> tuple[Admission | None, Permit | None]:
+    """Pass the circuit breaker, then take a throttle place, never past the deadline.
+
+    A call is held by the breaker before it takes a place, so held calls do
+    not occupy the throttle; one that waited for a place while Canvas went
+    down gives it back and is held too.
+    """
+    while True:
+        if breaker is not None and admission is not None and admission is not ADMITTED:
+            admission = await _circuit.hold(
+                breaker,
+                admission,
+                deadline_left=deadline_left,
+                sleep=sleep,
+                method=info.method,
+                url=info.url,
+            )
+        # A free place is taken inline; only a wait needs the deadline-bounded path.
+        permit = throttle.try_acquire(info.route) if throttle else None
+        if permit is None and throttle is not None:
+            permit = await _place(throttle, info, deadline_left())
+            if (
+                breaker is not None
+                and admission is ADMITTED
+                and breaker.state is not CircuitState.CLOSED
+            ):
+                throttle.release(permit)
+                admission = breaker.admit()
+                continue
+        return admission, permit
 
 
 async def _place(throttle: Throttle, info: CallInfo, left: float) -> Permit:

@@ -38,6 +38,7 @@ The names merge the CanvasAPI client's exceptions with Sanic's exception model
     │   ├── TLSError                      no trusted TLS connection: never sent, not transient
     │   ├── ConnectionDropped             connection lost after sending: may have been applied
     │   └── InvalidResponse               an answer we cannot use (truncated, not JSON, loops)
+    ├── CircuitOpen                       Canvas is down and the deadline ends before the next probe
     ├── ProgressFailed                    a Canvas background job (Progress) failed
     │   └── SisImportFailed               an SIS import failed or was aborted (messages on .errors)
     ├── GraphQLError                      Canvas's GraphQL answered with errors (kept on .errors)
@@ -73,6 +74,7 @@ from resilient_canvas._errors import (
     BadRequest,
     BadURL,
     CanvasException,
+    CircuitOpen,
     Conflict,
     ConnectError,
     ConnectionDropped,
@@ -127,6 +129,7 @@ __all__ = [
     "BadRequest",
     "BadURL",
     "CanvasException",
+    "CircuitOpen",
     "Conflict",
     "ConnectError",
     "ConnectTimeout",

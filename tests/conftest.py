@@ -6,16 +6,19 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from resilient_canvas._breaker import clear_breakers
 from resilient_canvas._config import set_testing
 from resilient_canvas.testing import CanvasSimulator, FakeClock, SimulatorSettings
 
 
 @pytest.fixture(autouse=True)
 def _reset_testing_mode() -> Iterator[None]:
-    """Every test starts and ends outside testing mode."""
+    """Every test starts and ends outside testing mode, with no circuit breaker state."""
     set_testing(False)
+    clear_breakers()
     yield
     set_testing(False)
+    clear_breakers()
 
 
 @pytest.fixture

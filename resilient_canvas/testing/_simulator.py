@@ -164,8 +164,13 @@ class CanvasApp:
         self._work_rng = work_rng(self.settings.seed)
         self._latency_rng = latency_rng(self.settings.seed)
         self._write_keys: set[Any] = set()
+        self._maintenance_until = float("-inf")
         self.timeline: list[tuple[float, float, int]] = []
         self._started_at = self._clock()
+
+    def maintenance(self, seconds: float) -> None:
+        """Answer every request with the 503 maintenance page for *seconds* from now."""
+        self._maintenance_until = self._clock() + seconds
 
     def bucket(self, token: str | None = None) -> LeakyBucket:
         """Return the bucket of *token* (the simulator's own token by default)."""
@@ -192,6 +197,8 @@ class CanvasApp:
         stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
         try:
             fault = self._faults.pick(stats.requests, request.method)
+            if self._clock() < self._maintenance_until:
+                fault = Fault.MAINTENANCE
             if fault is not None:
                 stats.faults[fault.value] += 1
             try:
@@ -335,6 +342,11 @@ class CanvasApp:
     async def _control_timeline(self, request: web.Request) -> web.Response:
         return web.json_response(self.timeline)
 
+    async def _control_maintenance(self, request: web.Request) -> web.Response:
+        seconds = float(request.query.get("seconds", "60"))
+        self.maintenance(seconds)
+        return web.json_response({"maintenance_s": seconds})
+
     def _throttled(self, bucket: LeakyBucket) -> web.Response:
         status = self.settings.throttle.throttled_status
         phrase = "Forbidden" if status == 403 else "Too Many Requests"
@@ -367,6 +379,7 @@ class CanvasApp:
         r.add_get(CONTROL_PREFIX + "stats", self._control_stats)
         r.add_post(CONTROL_PREFIX + "reset", self._control_reset)
         r.add_get(CONTROL_PREFIX + "timeline", self._control_timeline)
+        r.add_post(CONTROL_PREFIX + "maintenance", self._control_maintenance)
         r.add_get("/api/v1/courses", self._list_courses)
         r.add_get("/api/v1/courses/{course_id}", self._get_course)
         r.add_get("/api/v1/users/{user_id}", self._get_user)
@@ -892,6 +905,13 @@ class CanvasSimulator:
     def reset(self) -> None:
         """Restore data, buckets, faults and statistics; the server keeps running."""
         self._canvas.reset()
+
+    def maintenance(self, seconds: float) -> None:
+        """Start a maintenance window: every request answers 503 (HTML) for *seconds*.
+
+        Out of process: ``POST /_simulator/maintenance?seconds=60``.
+        """
+        self._canvas.maintenance(seconds)
 
     async def start(self) -> str:
         """Start serving; return the base URL."""
