@@ -27,9 +27,10 @@ bucket would take in per second if as many calls ran as hwm / up_front_cost
 allows, divided by the outflow: above 1 the bucket fills and the outflow,
 not the reservations, limits the job.
 
-Every cell keeps ``maximum - hwm`` above its largest reservation (Canvas's
-defaults have 200 over 50): Canvas clamps the count at ``maximum`` while
-adding a reservation, so near it a throttled request's refund erases part
+Cells where retries pile up keep ``maximum - hwm`` above their largest
+reservation (Canvas's defaults have 200 over 50; outflow20-ufc30 keeps
+hwm = maximum = 800, where 20 calls reserve only 600). Canvas clamps the
+count at ``maximum`` while adding a reservation, so near it a throttled request's refund erases part
 of the in-flight requests' reservations, and retry storms get more calls in
 flight than the bucket's arithmetic allows a polite client; the bound would
 then no longer be a lower bound. The bound also starts calls in the given
