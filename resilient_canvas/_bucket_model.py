@@ -454,6 +454,7 @@ class BucketModel:
         self._one_way = 0.0
         self._rtt_floor = math.inf
         self._timings = 0
+        self._costs_are_seconds = True
         self._send_lag = _FIRST_SEND_LAG_S
         self._last_probe: tuple[float, str | None] | None = None
         self._outliers = 0
@@ -856,13 +857,21 @@ class BucketModel:
         """
         rtt = max(0.0, now - permit.admitted_at)
         network = rtt
-        if not throttled and cost is not None and cost < rtt:
-            network = rtt - cost
+        if not throttled and cost is not None:
+            if cost < rtt:
+                network = rtt - cost
+            elif cost > rtt + 0.001:
+                # A cost beyond the whole round trip is not seconds of work
+                # (not Canvas, or a proxy): the delay it bounds is no bound.
+                self._costs_are_seconds = False
         self._rtt_floor = min(self._rtt_floor * 1.001 + 1e-6, network)
         self._timings += 1
         self._one_way = self._rtt_floor / 2
         if not throttled:
-            service = max(0.0, rtt - 2 * self._one_way)
+            # Where the delay is not known from costs, the whole round trip
+            # stands for the work: a request is never taken as ended too early.
+            delay = 2 * self._one_way if self._costs_are_seconds else 0.0
+            service = max(0.0, rtt - delay)
             stats = self._stats.get(permit.route) if permit.route else None
             if stats is not None:
                 stats.add_service(service)
