@@ -233,7 +233,16 @@ class Permit:
 class _RouteStats:
     """Moving averages of one route's costs and service times."""
 
-    __slots__ = ("cost", "cost_var", "excess", "excess_var", "order", "sorted")
+    __slots__ = (
+        "cost",
+        "cost_var",
+        "excess",
+        "excess_var",
+        "floor",
+        "order",
+        "sorted",
+        "throttled",
+    )
 
     def __init__(self) -> None:
         self.cost: float | None = None
@@ -243,12 +252,23 @@ class _RouteStats:
         # The latest service times, in arrival order and sorted (for quantiles).
         self.order: collections.deque[float] = collections.deque()
         self.sorted: list[float] = []
+        # The remaining of the route's latest throttled answers: Canvas refused
+        # because count + U >= hwm, so each says U >= remaining (roughly: one
+        # overstates when another request settled in between). Their median
+        # is a floor that one odd answer cannot move.
+        self.throttled: collections.deque[float] = collections.deque(maxlen=5)
+        self.floor = 0.0
 
     def add_cost(self, cost: float, up_front: float) -> None:
         self.cost, self.cost_var = _ema(self.cost, self.cost_var, cost)
         # What a request adds to the count beyond its reservation when it ends:
         # zero for most routes, real for heavy or heavy-tailed ones.
         self.excess, self.excess_var = _ema(self.excess, self.excess_var, max(0.0, cost - up_front))
+
+    def add_throttled(self, remaining: float) -> None:
+        self.throttled.append(remaining)
+        if len(self.throttled) >= 3:
+            self.floor = sorted(self.throttled)[len(self.throttled) // 2]
 
     def add_service(self, seconds: float) -> None:
         self.order.append(seconds)
@@ -503,10 +523,16 @@ class BucketModel:
         return self._active
 
     def up_front_for(self, route: str | None) -> float:
-        """The estimated reservation of *route* (the global one for an unknown route)."""
+        """The estimated reservation of *route* (the global one for an unknown route).
+
+        Never below what the route's recent throttled answers say it is at least.
+        """
         slot = self._slots.get(route, -1) if route else -1
         x = self._filter.x
-        return max(MIN_UP_FRONT_COST, x[_Filter.U] + (x[slot] if slot >= 0 else 0.0))
+        estimate = x[_Filter.U] + (x[slot] if slot >= 0 else 0.0)
+        stats = self._stats.get(route) if route else None
+        floor = stats.floor if stats is not None else 0.0
+        return max(MIN_UP_FRONT_COST, estimate, floor)
 
     def up_front_sd_for(self, route: str | None) -> float:
         """How unsure the reservation of *route* is (standard deviation)."""
@@ -746,7 +772,9 @@ class BucketModel:
         cap = max(self._hwm, self._anchor or 0.0)
         leaking = min(now - self._anchor_at, max(0.0, cap - (self._anchor or 0.0)) / self.outflow)
         variance = self._outflow.var * leaking**2
-        round_trip = 2 * self._one_way
+        # Whether a request has ended with its answer on the way can only be
+        # told where the network delay is known apart from the work.
+        round_trip = 2 * self._one_way if self._costs_are_seconds else 0.0
         anchored = self._anchor_set
         for permit in self._active:
             stats = self._stats_of(permit.route)
@@ -1068,6 +1096,12 @@ class BucketModel:
         """Canvas refused: ``count + U >= hwm``, so this route's reservation is >= remaining."""
         self._throttled += 1
         self._since_throttle = 0
+        if self._learn and permit.route:
+            stats = self._stats.get(permit.route)
+            if stats is None and len(self._stats) < _MAX_COST_ROUTES:
+                stats = self._stats[permit.route] = _RouteStats()
+            if stats is not None:
+                stats.add_throttled(remaining)
         if permit.probe:
             # The probe found the edge: charge the estimate, and probe less often.
             self._probe_cooldown = min(5000, self._probe_cooldown * 2)
