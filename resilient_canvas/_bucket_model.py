@@ -519,6 +519,30 @@ class BucketModel:
         self._active.append(permit)
         return permit
 
+    def room(self, now: float, route: str | None = None) -> float:
+        """Room for one more request of *route* beyond the safety margin (inf without headers).
+
+        A bucket shared by other processes (Redis) subtracts their reservations
+        that the anchor did not count; ``delay()`` already covers ours.
+        """
+        if self._anchor is None:
+            return math.inf
+        free, doubt = self._free(now, route)
+        return free - self._safety(doubt)
+
+    def adopt_anchor(self, remaining: float, at: float) -> None:
+        """Take another process's newer answer (computed by Canvas at *at*) as the anchor.
+
+        Only admission's starting point moves; the estimator learns from our own
+        answers alone. Our requests sent a one-way delay before *at* were counted.
+        """
+        if not (math.isfinite(remaining) and abs(remaining) <= MAX_ABS_REMAINING):
+            return
+        if self._anchor is not None and at <= self._anchor_at:
+            return
+        self._anchor, self._anchor_at = remaining, at
+        self._anchor_set = {id(p) for p in self._active if p.admitted_at + self._one_way <= at}
+
     def pause_remaining(self, now: float) -> float:
         """Seconds until one request fits if every request in flight ended: a throttle's wait."""
         if now < self._pause_until:
