@@ -158,7 +158,7 @@ redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[3])
 local s = redis.call('HMGET', KEYS[1], 'anchor_at', 'cap', 'cut_at', 'pause_until')
 if ARGV[6] ~= '' then
   local at = now - tonumber(ARGV[7])
-  if at > (tonumber(s[1]) or -1) then
+  if at >= (tonumber(s[1]) or -1) then
     redis.call('HSET', KEYS[1], 'anchor', ARGV[6], 'anchor_at', tostring(at), 'anchor_by', ARGV[3])
     redis.call('HINCRBY', KEYS[1], 'anchor_seq', 1)
   end
@@ -411,23 +411,22 @@ class RedisThrottle(Throttle):
         cap = view.number("cap")
         if cap is not None and n >= cap:
             return -1, _POLL_S
-        room = self.model.room(self._now(), route)
-        if math.isinf(room):
+        if not self.model.headers_seen:
             # No quota header seen anywhere yet: the in-flight limit is shared.
             limit = self.config.headerless_in_flight
             return (n, 0.0) if n < limit else (-1, _POLL_S)
         anchor_at = view.number("anchor_at")
         one_way = self.model.estimate(self._now()).one_way_delay_s
-        extra = sum(
-            lease.reservation
+        others = sum(
+            1
             for lease in view.leases
             if lease.worker != self._worker
-            and (anchor_at is None or lease.admitted_at + one_way > anchor_at)
+            and (anchor_at is None or lease.admitted_at + one_way >= anchor_at)
         )
-        if extra <= 0:
+        if not others:
             # The model alone decided (a probe, or an empty bucket).
             return n, 0.0
-        left = room - extra
+        left = self.model.room(self._now(), route, others)
         if left <= 0:
             return -1, min(max(-left / self.model.outflow, _POLL_S), _MAX_POLL_S)
         return n + int(left // self.model.up_front_cost), 0.0
