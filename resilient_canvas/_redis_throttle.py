@@ -564,10 +564,8 @@ class RedisThrottle(Throttle):
             return
         for task in connection.tasks:
             task.cancel()
+        # The keeper closes the clients as it ends.
         await asyncio.gather(*connection.tasks, return_exceptions=True)
-        await connection.client.aclose()
-        if connection.spare is not connection.client:
-            await connection.spare.aclose()
 
     # --------------------------------------------------------------- internals
 
@@ -583,7 +581,19 @@ class RedisThrottle(Throttle):
             connection = self._connections[loop] = _Connection(client, spare, scripts)
             if spare is not client:
                 self._loop_task("warm", self._warm(spare))
+            self._loop_task("keeper", self._keep(connection))
         return connection
+
+    async def _keep(self, connection: _Connection) -> None:
+        """Close this loop's clients when the loop shuts down (it cancels every task)."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            with contextlib.suppress(*_ERRORS):
+                async with asyncio.timeout(_BACKGROUND_TIMEOUT_S):
+                    await connection.client.aclose()
+                    if connection.spare is not connection.client:
+                        await connection.spare.aclose()
 
     def _new_client(self, *, single: bool) -> Any:
         return redis_asyncio.Redis.from_url(
