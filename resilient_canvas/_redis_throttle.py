@@ -346,6 +346,7 @@ class RedisThrottle(Throttle):
         self._view: _View | None = None
         self._offset = 0.0  # shared clock minus ours
         self._merged_seq: str | None = None
+        self._merged_from: set[str] = set()
         self._published_at = -math.inf
 
     def __repr__(self) -> str:
@@ -461,7 +462,12 @@ class RedisThrottle(Throttle):
         seq = view.state.get("params_seq")
         if seq is not None and seq != self._merged_seq:
             self._merged_seq = seq
-            if view.state.get("params_by") != self._worker:
+            by = view.state.get("params_by")
+            # Once per publisher: merging each other's estimates back and forth
+            # would count the same evidence again and again (variance collapse).
+            if by is not None and by != self._worker and by not in self._merged_from:
+                if len(self._merged_from) < 1024:
+                    self._merged_from.add(by)
                 shared = {
                     name: value for name in _PARAMETERS if (value := view.number(name)) is not None
                 }
