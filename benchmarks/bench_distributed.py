@@ -6,7 +6,7 @@ Canvas's defaults. Measured in the same run for both modes: throttled
 responses as a share of requests, failed calls, and the aggregate wall time
 (first start to last finish) divided by the leaky-bucket lower bound.
 
-Targets (issue 6): with Redis, throttled <= 1% and aggregate wall <= 1.3x the
+Targets (issues 6, 13): with Redis, throttled <= 1% and aggregate wall <= 1.25x the
 bound; the in-memory run is reported for comparison.
 
 Run: ``python benchmarks/bench_distributed.py [--processes N]`` (needs

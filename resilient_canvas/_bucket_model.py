@@ -589,6 +589,34 @@ class BucketModel:
         self._active.append(permit)
         return permit
 
+    def room(self, now: float, route: str | None = None, others: int = 0) -> float:
+        """Room for one more request of *route* beyond the safety margin (inf without headers).
+
+        For a bucket shared by other processes (Redis): *others* is how many of
+        their requests the anchor did not count; each reserves ``up_front_cost``
+        and adds its doubt. ``delay()`` already covers our own requests.
+        """
+        if self._anchor is None:
+            return math.inf
+        free, doubt = self._free(now, route)
+        # Their reservations are (nearly) perfectly correlated with ours through
+        # U: standard deviations add.
+        sd = math.sqrt(doubt) + others * math.sqrt(max(0.0, self._filter.p[_Filter.U][_Filter.U]))
+        return free - others * self.up_front_cost - self._safety(sd**2)
+
+    def adopt_anchor(self, remaining: float, at: float) -> None:
+        """Take another process's newer answer (computed by Canvas at *at*) as the anchor.
+
+        Only admission's starting point moves; the estimator learns from our own
+        answers alone. Our requests sent a one-way delay before *at* were counted.
+        """
+        if not (math.isfinite(remaining) and abs(remaining) <= MAX_ABS_REMAINING):
+            return
+        if self._anchor is not None and at < self._anchor_at:
+            return
+        self._anchor, self._anchor_at = remaining, at
+        self._anchor_set = {id(p) for p in self._active if p.admitted_at + self._one_way < at}
+
     def pause_remaining(self, now: float) -> float:
         """Seconds until one request fits if every request in flight ended: a throttle's wait."""
         if now < self._pause_until:

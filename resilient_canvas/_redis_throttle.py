@@ -1,27 +1,50 @@
-"""One Canvas bucket model shared by many processes and machines, through Redis.
+"""One Canvas bucket shared by many processes and machines, through Redis.
 
-The state of :class:`~resilient_canvas.Throttle` that must be global lives in
-a Redis hash (base level, learned hwm, up-front cost, outflow, pause) and the
-requests in flight are leases in a sorted set scored by their expiry, so a
-worker that crashes cannot hold capacity past its lease. Admission and
-settlement are single Lua scripts, hence atomic. Time is Redis's ``TIME``
-(one clock for every machine) unless a clock is injected for tests.
+Each process keeps its own :class:`~resilient_canvas._bucket_model.BucketModel`
+and makes the admission decision with it, as the in-process throttle does.
+Redis holds only what the processes must share:
 
-FIFO order holds within each process; across processes, waiters poll. If
-Redis becomes unreachable, the throttle logs ``canvas.throttle_degraded``
-and paces locally until Redis answers again.
+- **leases**: one per request in flight in any process (a sorted set scored by
+  expiry, with when each was admitted and what it reserves), so a process adds
+  the others' reservations that the latest answer did not count yet;
+- **the anchor**: the latest ``X-Rate-Limit-Remaining`` any process saw, when
+  Canvas computed it and who saw it; every process extrapolates from it;
+- **the learned parameters** with their variances, folded into each model with
+  ``merge_parameters`` (a worker configured ``learn=False`` keeps its settings);
+- **the pause and the concurrency cut** of throttles without quota headers.
+
+Lua scripts are there for atomicity only: taking a lease checks that the lease
+count and the anchor are still those the decision was computed for; no bucket
+arithmetic runs in Redis. Time is Redis's ``TIME`` (one clock for every
+machine) unless a clock is injected for tests.
+
+Failure handling: a lease is removed (and its id tombstoned, so a late
+``ZADD`` cannot revive it) when the waiter is cancelled or Redis answers too
+late; a worker's leases disappear a few seconds after it stops heartbeating
+(killed); each event loop gets its own Redis client; and Redis slower than
+``admission_timeout`` turns pacing local at once (``canvas.throttle_degraded``)
+while a background task probes Redis until it answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 from resilient_canvas import _logging
-from resilient_canvas._bucket_model import Observation, Permit, ThrottleConfig
+from resilient_canvas._bucket_model import (
+    MAX_ABS_REMAINING,
+    Observation,
+    Permit,
+    ThrottleConfig,
+)
 from resilient_canvas._throttle import Throttle
 
 try:
@@ -33,12 +56,27 @@ except ImportError:  # pragma: no cover - exercised only without the redis extra
     HAVE_REDIS = False
     RedisError = OSError  # type: ignore[misc,assignment]
 
-#: How often a waiter that another process is blocking asks Redis again.
+#: The longest a request waits for Redis before the throttle paces locally.
+_ADMISSION_TIMEOUT_S = 0.25
+#: How often a degraded throttle asks Redis, in the background, whether it is back.
+_PROBE_EVERY_S = 1.0
+#: How long background calls (settlement, cleanup, heartbeat) may take.
+_BACKGROUND_TIMEOUT_S = 2.0
+#: How often a waiter that only another process can unblock asks Redis again.
 _POLL_S = 0.01
-#: How long to pace locally before trying an unreachable Redis again.
-_RETRY_REDIS_AFTER_S = 5.0
+_MAX_POLL_S = 0.2
+#: Refusals in a row (races with other processes) before a waiter polls.
+_RACES_BEFORE_POLL = 3
+#: Keys of a bucket nobody used for this long expire (learned values included).
+_KEY_TTL_MS = 3_600_000
+#: Least time between two publications of this process's learned parameters.
+_PUBLISH_EVERY_S = 1.0
 
-_NOW = """
+_ERRORS = (RedisError, OSError, TimeoutError)
+_PARAMETERS = ("hwm", "hwm_var", "up_front_cost", "up_front_cost_var", "outflow", "outflow_var")
+
+# KEYS: state, leases, lease info, workers, cancelled lease ids. ARGV[1]: now or ''.
+_PRELUDE = """
 local now
 if ARGV[1] ~= '' then
   now = tonumber(ARGV[1])
@@ -46,91 +84,205 @@ else
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
-"""
-
-_STATE = """
-local s = redis.call('HMGET', KEYS[1], 'base', 'base_at', 'hwm', 'up', 'outflow', 'pause_until')
-local hwm = tonumber(s[3]) or tonumber(ARGV[2])
-local up = tonumber(s[4]) or tonumber(ARGV[3])
-local outflow = tonumber(s[5]) or tonumber(ARGV[4])
-local base = tonumber(s[1]) or 0
-local base_at = tonumber(s[2]) or now
-local pause_until = tonumber(s[6]) or 0
-local base_now = math.max(0, base - outflow * math.max(0, now - base_at))
-"""
-
-# ARGV: now, hwm, up, outflow, margin, lease_id, lease_ttl, max_in_flight, predicted_cost
-ACQUIRE_SCRIPT = (
-    _NOW
-    + _STATE
-    + """
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if now < pause_until then
-  return {0, tostring(pause_until - now)}
+local function drop(member)
+  redis.call('ZREM', KEYS[2], member)
+  redis.call('HDEL', KEYS[3], member)
 end
-local n = redis.call('ZCARD', KEYS[2])
-if n >= tonumber(ARGV[8]) then
-  return {0, '-1'}
-end
-local needed = base_now + tonumber(ARGV[9]) + (n + 1) * up + tonumber(ARGV[5])
-if needed >= hwm then
-  return {0, tostring(math.max(needed - hwm, 0.01) / outflow)}
-end
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[7]), ARGV[6])
-redis.call('PEXPIRE', KEYS[1], 86400000)
-redis.call('PEXPIRE', KEYS[2], 86400000)
-return {1, tostring(n + 1)}
-"""
-)
-
-# ARGV: now, hwm, up, outflow, margin, lease_id, lease_ttl, learn, remaining, cost,
-#       throttled, transit
-SETTLE_SCRIPT = (
-    _NOW
-    + _STATE
-    + """
-redis.call('ZREM', KEYS[2], ARGV[6])
-local learn = ARGV[8] == '1'
-local remaining = tonumber(ARGV[9])
-local cost = tonumber(ARGV[10]) or 0
-local throttled = ARGV[11] == '1'
-local wait = 0
-if remaining then
-  -- Leases are scored by expiry = admitted + ttl; only those admitted before
-  -- now - transit had surely reached Canvas when it answered.
-  local cutoff = now - tonumber(ARGV[12]) + tonumber(ARGV[7])
-  local others = redis.call('ZCOUNT', KEYS[2], '-inf', cutoff)
-  if learn and others == 0 and remaining > hwm then hwm = remaining end
-  base = math.max(0, hwm - remaining - others * up)
-  if throttled then
-    if learn and remaining > up then up = remaining end
-    wait = math.max(0, base + up + tonumber(ARGV[5]) - hwm) / outflow
-    if now + wait > pause_until then pause_until = now + wait end
+-- Leases of workers that stopped heartbeating (killed) and expired leases go.
+local function sweep()
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
+  if #dead > 0 then
+    local gone = {}
+    for _, w in ipairs(dead) do gone[w] = true end
+    for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+      if gone[string.match(m, '^[^|]*')] then drop(m) end
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
   end
-else
-  base = base_now + cost
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do drop(m) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
 end
-redis.call('HSET', KEYS[1], 'base', base, 'base_at', now, 'hwm', hwm, 'up', up,
-           'outflow', outflow, 'pause_until', pause_until)
-return tostring(wait)
+local function touch(ttl)
+  for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+local function view(admitted)
+  local leases = {}
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    leases[#leases + 1] = m .. '|' .. (redis.call('HGET', KEYS[3], m) or '')
+  end
+  return {admitted, tostring(now), leases, redis.call('HGETALL', KEYS[1])}
+end
+"""
+
+# ARGV: now, key_ttl_ms, worker, worker_ttl, member ('' = only read), lease_ttl,
+#       reservation, most leases to admit at, anchor sequence computed for
+ACQUIRE_SCRIPT = (
+    _PRELUDE
+    + """
+sweep()
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[3])
+local admitted = 0
+local member = ARGV[5]
+if member ~= '' then
+  if redis.call('ZSCORE', KEYS[2], member) then
+    admitted = 1
+  elseif redis.call('ZSCORE', KEYS[5], member) then
+    admitted = -1
+  else
+    local s = redis.call('HMGET', KEYS[1], 'pause_until', 'cap', 'anchor_seq')
+    local n = redis.call('ZCARD', KEYS[2])
+    local cap = tonumber(s[2])
+    if now >= (tonumber(s[1]) or 0) and (not cap or n < cap)
+        and n <= tonumber(ARGV[8]) and (s[3] or '0') == ARGV[9] then
+      redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), member)
+      redis.call('HSET', KEYS[3], member, tostring(now) .. '|' .. ARGV[7])
+      admitted = 1
+    end
+  end
+end
+touch(ARGV[2])
+return view(admitted)
 """
 )
 
-# ARGV: now, hwm, up, outflow
-ESTIMATE_SCRIPT = (
-    _NOW
-    + _STATE
+# ARGV: now, key_ttl_ms, worker, worker_ttl, member, remaining ('' = none),
+#       one-way delay, headerless throttle ('1'), pause seconds, max_in_flight,
+#       then learned parameters as name, value pairs
+SETTLE_SCRIPT = (
+    _PRELUDE
     + """
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local info = redis.call('HGET', KEYS[3], ARGV[5])
 local n = redis.call('ZCARD', KEYS[2])
-return {tostring(base_now), tostring(n), tostring(hwm), tostring(up), tostring(outflow),
-        tostring(math.max(0, pause_until - now))}
+drop(ARGV[5])
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[3])
+local s = redis.call('HMGET', KEYS[1], 'anchor_at', 'cap', 'cut_at', 'pause_until')
+if ARGV[6] ~= '' then
+  local at = now - tonumber(ARGV[7])
+  if at >= (tonumber(s[1]) or -1) then
+    redis.call('HSET', KEYS[1], 'anchor', ARGV[6], 'anchor_at', tostring(at), 'anchor_by', ARGV[3])
+    redis.call('HINCRBY', KEYS[1], 'anchor_seq', 1)
+  end
+  redis.call('HDEL', KEYS[1], 'cap')
+elseif ARGV[8] == '1' then
+  -- One cut per congestion event: requests sent before the last cut are part of it.
+  local sent = info and tonumber(string.match(info, '^[^|]*')) or now
+  if sent >= (tonumber(s[3]) or -1) then
+    redis.call('HSET', KEYS[1], 'cap', math.max(1, math.floor(n / 2)), 'cut_at', tostring(now))
+  end
+elseif s[2] then
+  local cap = tonumber(s[2]) + 1
+  if cap >= tonumber(ARGV[10]) then
+    redis.call('HDEL', KEYS[1], 'cap')
+  else
+    redis.call('HSET', KEYS[1], 'cap', cap)
+  end
+end
+local pause = tonumber(ARGV[9])
+if pause > 0 and now + pause > (tonumber(s[4]) or 0) then
+  redis.call('HSET', KEYS[1], 'pause_until', tostring(now + pause))
+end
+if #ARGV > 10 then
+  for i = 11, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  redis.call('HSET', KEYS[1], 'params_by', ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'params_seq', 1)
+end
+touch(ARGV[2])
+return view(0)
 """
 )
+
+# ARGV: now, key_ttl_ms, member, tombstone ttl. Idempotent: a lease removed here
+# cannot be created afterwards by an admission still on its way to Redis.
+CANCEL_SCRIPT = (
+    _PRELUDE
+    + """
+drop(ARGV[3])
+redis.call('ZADD', KEYS[5], now + tonumber(ARGV[4]), ARGV[3])
+touch(ARGV[2])
+return tostring(now)
+"""
+)
+
+# ARGV: now, key_ttl_ms, worker, worker_ttl. The worker is alive: keep its leases.
+HEARTBEAT_SCRIPT = (
+    _PRELUDE
+    + """
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[3])
+touch(ARGV[2])
+return tostring(now)
+"""
+)
+
+# ARGV: now
+ESTIMATE_SCRIPT = (
+    _PRELUDE
+    + """
+sweep()
+return view(0)
+"""
+)
+
+_SCRIPTS = {
+    "acquire": ACQUIRE_SCRIPT,
+    "settle": SETTLE_SCRIPT,
+    "heartbeat": HEARTBEAT_SCRIPT,
+    "estimate": ESTIMATE_SCRIPT,
+}
+
+
+@dataclass(slots=True)
+class _Lease:
+    worker: str
+    admitted_at: float
+    reservation: float
+
+
+@dataclass(slots=True)
+class _View:
+    """What a script reply says about the shared bucket, on the shared clock."""
+
+    now: float
+    leases: list[_Lease]
+    state: dict[str, str]
+
+    def number(self, name: str) -> float | None:
+        value = self.state.get(name)
+        try:
+            return None if value is None else float(value)
+        except ValueError:
+            return None
+
+
+@dataclass(slots=True)
+class _Connection:
+    """A Redis client and its scripts, bound to one event loop."""
+
+    client: Any
+    spare: Any
+    scripts: dict[str, Any]
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _parse(reply: Any) -> tuple[int, _View]:
+    admitted, now, raw_leases, raw_state = reply
+    leases = []
+    for raw in raw_leases:
+        worker, _, admitted_at, reservation = [*_text(raw).split("|"), "", "", "", ""][:4]
+        try:
+            leases.append(_Lease(worker, float(admitted_at), float(reservation)))
+        except ValueError:
+            continue
+    flat = [_text(item) for item in raw_state]
+    state = dict(zip(flat[::2], flat[1::2], strict=True))
+    return int(admitted), _View(float(_text(now)), leases, state)
 
 
 class RedisThrottle(Throttle):
-    """A :class:`Throttle` whose bucket model and leases live in Redis.
+    """A :class:`Throttle` whose bucket is shared with other processes through Redis.
 
     Args:
         url: The Redis URL (``redis://localhost:6379/0``).
@@ -138,8 +290,12 @@ class RedisThrottle(Throttle):
             (never the token itself); every process pacing the same token on
             the same Canvas must use the same key.
         config: Priors and limits, as for :class:`Throttle`.
-        lease_ttl: Seconds after which a lease of a crashed worker expires;
-            keep it above the longest request.
+        lease_ttl: Seconds after which a lease expires whatever happens; set
+            it to the attempt timeout (no request runs longer).
+        heartbeat_ttl: Seconds after which the leases of a worker that stopped
+            heartbeating (killed) stop counting.
+        admission_timeout: The longest a request waits for Redis before the
+            throttle paces locally.
         clock: None uses Redis's clock (right across machines); inject one
             only in tests, together with *sleep*.
         sleep: How waits pass.
@@ -155,7 +311,9 @@ class RedisThrottle(Throttle):
         key: str,
         *,
         config: ThrottleConfig | None = None,
-        lease_ttl: float = 120.0,
+        lease_ttl: float = 60.0,
+        heartbeat_ttl: float = 3.0,
+        admission_timeout: float = _ADMISSION_TIMEOUT_S,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         redis_client: Any = None,
@@ -164,116 +322,348 @@ class RedisThrottle(Throttle):
             raise RuntimeError(
                 "RedisThrottle needs the redis package: pip install 'resilient-canvas[redis]'."
             )
-        if lease_ttl <= 0:
-            raise ValueError("lease_ttl must be positive.")
+        if lease_ttl <= 0 or heartbeat_ttl <= 0 or admission_timeout <= 0:
+            raise ValueError("lease_ttl, heartbeat_ttl and admission_timeout must be positive.")
         super().__init__(config, clock=clock or time.monotonic, sleep=sleep, name=key)
+        self._url = url
         self._injected_clock = clock
-        self._redis = redis_client or redis_asyncio.Redis.from_url(
-            url, socket_timeout=2.0, socket_connect_timeout=2.0
-        )
-        self._keys = [f"resilient_canvas:{key}:state", f"resilient_canvas:{key}:leases"]
+        self._injected_client = redis_client
+        self._keys = [
+            f"resilient_canvas:{key}:{part}"
+            for part in ("state", "leases", "lease_info", "workers", "cancelled")
+        ]
         self._lease_ttl = lease_ttl
-        self._acquire_script = self._redis.register_script(ACQUIRE_SCRIPT)
-        self._settle_script = self._redis.register_script(SETTLE_SCRIPT)
-        self._estimate_script = self._redis.register_script(ESTIMATE_SCRIPT)
-        self._degraded_until = 0.0
+        self._heartbeat_ttl = heartbeat_ttl
+        self._admission_timeout = admission_timeout
+        self._worker = uuid.uuid4().hex[:16]
+        # One client per event loop: a client is bound to the loop it was made in.
+        self._connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connection] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._degraded = False
         self._settling: set[asyncio.Task[None]] = set()
+        self._held: set[str] = set()
+        self._view: _View | None = None
+        self._offset = 0.0  # shared clock minus ours
+        self._merged_seq: str | None = None
+        self._merged_from: set[str] = set()
+        self._published_at = -math.inf
 
     def __repr__(self) -> str:
         return f"RedisThrottle(key={self.name!r}, degraded={self.degraded})"
 
     @property
     def degraded(self) -> bool:
-        """Whether Redis was unreachable recently and pacing is local."""
-        return time.monotonic() < self._degraded_until
+        """Whether Redis failed to answer in time and pacing is local until it does."""
+        return self._degraded
 
     def _admissible_now(self, route: str | None) -> bool:
-        # Only Redis knows; while it is unreachable, the local model decides.
-        return self.degraded and super()._admissible_now(route)
+        # Only Redis knows the others' leases; while it is unreachable the model decides.
+        return self._degraded and super()._admissible_now(route)
+
+    # ---------------------------------------------------------------- admission
 
     async def _wait_for_place(self, route: str | None) -> str | None:
-        if not self.degraded:
-            lease = await self._lease(route)
-            if lease is not None:
-                return lease
-        # Redis is unreachable: pace locally, keeping our place in the queue.
+        member = f"{self._worker}|{uuid.uuid4().hex}"
+        races = 0
+        while not self._degraded:
+            delay = self.model.delay(self._now(), route)
+            if delay > 0:
+                # Our own requests, the pause or the cut: only the model decides.
+                await self._wait_for_change(delay)
+                continue
+            most, wait = self._shared_room(route)
+            if wait > 0 or races >= _RACES_BEFORE_POLL:
+                races = 0
+                await self._wait_for_change(max(wait, _POLL_S))
+                most = -1  # only refresh the view: it is stale after a wait
+            try:
+                admitted = await self._take(member if most >= 0 else "", route, most)
+            except BaseException as error:
+                if most >= 0:
+                    # The script may have run: never leave its lease behind.
+                    self._background(self._cancel(member))
+                if not isinstance(error, _ERRORS):
+                    raise
+                self._degrade(error)
+                break
+            if admitted == 1:
+                self._held.add(member)
+                self._ensure_heartbeat()
+                return member
+            races += most >= 0
+        # Redis is not answering: pace locally, keeping our place in the queue.
         return await super()._wait_for_place(route)
 
+    def _shared_room(self, route: str | None) -> tuple[int, float]:
+        """From the latest view: the most leases at which one more may start, or a wait.
+
+        The model's room (ours counted) less the reservations of the others'
+        requests that the anchor did not count yet.
+        """
+        view = self._view
+        if view is None:
+            return -1, 0.0
+        shared_now = self._now() + self._offset
+        pause_until = view.number("pause_until") or 0.0
+        if shared_now < pause_until:
+            return -1, pause_until - shared_now
+        n = len(view.leases)
+        cap = view.number("cap")
+        if cap is not None and n >= cap:
+            return -1, _POLL_S
+        if not self.model.headers_seen:
+            # No quota header seen anywhere yet: the in-flight limit is shared.
+            limit = self.config.headerless_in_flight
+            return (n, 0.0) if n < limit else (-1, _POLL_S)
+        anchor_at = view.number("anchor_at")
+        one_way = self.model.estimate(self._now()).one_way_delay_s
+        others = sum(
+            1
+            for lease in view.leases
+            if lease.worker != self._worker
+            and (anchor_at is None or lease.admitted_at + one_way >= anchor_at)
+        )
+        if not others:
+            # The model alone decided (a probe, or an empty bucket).
+            return n, 0.0
+        left = self.model.room(self._now(), route, others)
+        if left <= 0:
+            return -1, min(max(-left / self.model.outflow, _POLL_S), _MAX_POLL_S)
+        return n + int(left // self.model.up_front_cost), 0.0
+
+    async def _take(self, member: str, route: str | None, most: int) -> int:
+        """Take a lease if the view is still the one *most* was computed for; refresh it."""
+        seq = self._view.state.get("anchor_seq", "0") if self._view else "0"
+        args = [
+            self._shared_now_arg(),
+            _KEY_TTL_MS,
+            self._worker,
+            self._heartbeat_ttl,
+            member,
+            self._lease_ttl,
+            repr(self.model.up_front_for(route)),
+            most,
+            seq,
+        ]
+        async with asyncio.timeout(self._admission_timeout):
+            reply = await self._connection().scripts["acquire"](keys=self._keys, args=args)
+        admitted, view = _parse(reply)
+        self._absorb(view)
+        return admitted
+
+    def _absorb(self, view: _View) -> None:
+        """Adopt the newest anchor and the others' better-learned parameters."""
+        self._offset = view.now - self._now()
+        self._view = view
+        anchor, anchor_at = view.number("anchor"), view.number("anchor_at")
+        if anchor is not None and anchor_at is not None:
+            self.model.adopt_anchor(anchor, anchor_at - self._offset)
+        seq = view.state.get("params_seq")
+        if seq is not None and seq != self._merged_seq:
+            self._merged_seq = seq
+            by = view.state.get("params_by")
+            # Once per publisher: merging each other's estimates back and forth
+            # would count the same evidence again and again (variance collapse).
+            if by is not None and by != self._worker and by not in self._merged_from:
+                if len(self._merged_from) < 1024:
+                    self._merged_from.add(by)
+                shared = {
+                    name: value for name in _PARAMETERS if (value := view.number(name)) is not None
+                }
+                # A no-op for a worker configured learn=False.
+                self.model.merge_parameters(shared)
+
+    # --------------------------------------------------------------- settlement
+
     def release(self, permit: Permit, observation: Observation | None = None) -> None:
-        """Give the lease back and settle the response in Redis (in the background)."""
-        if permit.lease is None or permit.released:
-            super().release(permit, observation)
+        """Settle the response locally, then give the lease back and share what was learned."""
+        if permit.released:
             return
         lease, permit.lease = permit.lease, None
-        # Local bookkeeping (in flight, route costs, recovery) as for a local permit.
         super().release(permit, observation)
-        task = asyncio.ensure_future(self._settle(lease, observation))
+        if lease is None:
+            return
+        self._held.discard(lease)
+        self._background(self._settle(self._settle_args(lease, observation)))
+
+    def _settle_args(self, lease: str, observation: Observation | None) -> list[Any]:
+        now = self._now()
+        estimate = self.model.estimate(now)
+        remaining = observation.remaining if observation is not None else None
+        if remaining is not None and not (
+            math.isfinite(remaining)
+            and abs(remaining) <= MAX_ABS_REMAINING
+            and remaining <= estimate.hwm + 4 * estimate.hwm_sd
+        ):
+            remaining = None  # garbage never becomes everyone's anchor
+        headerless_throttle = (
+            remaining is None and observation is not None and observation.throttled
+        )
+        args: list[Any] = [
+            self._shared_now_arg(),
+            _KEY_TTL_MS,
+            self._worker,
+            self._heartbeat_ttl,
+            lease,
+            "" if remaining is None else repr(remaining),
+            repr(estimate.one_way_delay_s),
+            "1" if headerless_throttle else "0",
+            repr(estimate.paused_for_s if headerless_throttle else 0.0),
+            self.config.max_in_flight,
+        ]
+        # A worker configured learn=False holds its settings, not evidence: never shared.
+        if (
+            self.config.learn
+            and remaining is not None
+            and now - self._published_at >= _PUBLISH_EVERY_S
+        ):
+            self._published_at = now
+            for name, value in self.model.parameters().items():
+                args += [name, repr(value)]
+        return args
+
+    async def _settle(self, args: list[Any]) -> None:
+        try:
+            async with asyncio.timeout(_BACKGROUND_TIMEOUT_S):
+                reply = await self._connection().scripts["settle"](keys=self._keys, args=args)
+            self._absorb(_parse(reply)[1])
+        except _ERRORS as error:
+            # The lease goes with our heartbeat or its TTL; pace locally meanwhile.
+            self._degrade(error)
+
+    async def _cancel(self, member: str) -> None:
+        self._held.discard(member)
+        args = [self._shared_now_arg(), _KEY_TTL_MS, member, self._lease_ttl]
+        with contextlib.suppress(*_ERRORS):
+            async with asyncio.timeout(_BACKGROUND_TIMEOUT_S):
+                # EVAL, not EVALSHA: one round trip even if the script is not cached yet.
+                spare = self._connection().spare
+                await spare.eval(CANCEL_SCRIPT, len(self._keys), *self._keys, *args)
+
+    # ----------------------------------------------------------------- reports
+
+    async def shared_estimate(self) -> dict[str, float]:
+        """What Redis holds now: leases in flight, the anchor, shared parameters, pause."""
+        reply = await self._connection().scripts["estimate"](
+            keys=self._keys, args=[self._shared_now_arg()]
+        )
+        _, view = _parse(reply)
+        estimate = {
+            "in_flight": float(len(view.leases)),
+            "paused_for_s": round(max(0.0, (view.number("pause_until") or 0.0) - view.now), 3),
+        }
+        for name in ("anchor", "cap", "hwm", "up_front_cost", "outflow"):
+            value = view.number(name)
+            if value is not None:
+                estimate[name] = round(value, 3)
+        return estimate
+
+    async def aclose(self) -> None:
+        """Finish pending settlements and close this event loop's Redis connection."""
+        loop = asyncio.get_running_loop()
+        pending = [task for task in self._settling if task.get_loop() is loop]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        connection = self._connections.pop(loop, None)
+        if connection is None:
+            return
+        for task in connection.tasks:
+            task.cancel()
+        # The keeper closes the clients as it ends.
+        await asyncio.gather(*connection.tasks, return_exceptions=True)
+
+    # --------------------------------------------------------------- internals
+
+    def _connection(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        connection = self._connections.get(loop)
+        if connection is None:
+            client = self._injected_client or self._new_client(single=False)
+            # Cleanup goes through a connection opened in advance: opening one
+            # costs several round trips, and a lease must go at once.
+            spare = self._injected_client or self._new_client(single=True)
+            scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
+            connection = self._connections[loop] = _Connection(client, spare, scripts)
+            if spare is not client:
+                self._loop_task("warm", self._warm(spare))
+            self._loop_task("keeper", self._keep(connection))
+        return connection
+
+    async def _keep(self, connection: _Connection) -> None:
+        """Close this loop's clients when the loop shuts down (it cancels every task)."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            with contextlib.suppress(*_ERRORS):
+                async with asyncio.timeout(_BACKGROUND_TIMEOUT_S):
+                    await connection.client.aclose()
+                    if connection.spare is not connection.client:
+                        await connection.spare.aclose()
+
+    def _new_client(self, *, single: bool) -> Any:
+        return redis_asyncio.Redis.from_url(
+            self._url,
+            socket_timeout=_BACKGROUND_TIMEOUT_S,
+            socket_connect_timeout=_BACKGROUND_TIMEOUT_S,
+            single_connection_client=single,
+        )
+
+    async def _warm(self, spare: Any) -> None:
+        with contextlib.suppress(*_ERRORS):
+            async with asyncio.timeout(_BACKGROUND_TIMEOUT_S):
+                await spare.ping()
+
+    def _shared_now_arg(self) -> str:
+        return "" if self._injected_clock is None else repr(self._now())
+
+    def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
-    async def shared_estimate(self) -> dict[str, float]:
-        """What Redis holds now: base level, leases in flight, learned parameters, pause."""
-        values = await self._estimate_script(keys=self._keys, args=self._args()[:4])
-        names = ("base", "in_flight", "hwm", "up_front_cost", "outflow", "paused_for_s")
-        return {name: round(float(value), 3) for name, value in zip(names, values, strict=True)}
+    def _loop_task(self, name: str, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run *coroutine* once per event loop (heartbeat, probe) unless already running."""
+        connection = self._connection()
+        if any(task.get_name() == name and not task.done() for task in connection.tasks):
+            coroutine.close()
+            return
+        task = asyncio.get_running_loop().create_task(coroutine, name=name)
+        connection.tasks.add(task)
+        task.add_done_callback(connection.tasks.discard)
 
-    async def aclose(self) -> None:
-        """Finish pending settlements and close the Redis connection."""
-        if self._settling:
-            await asyncio.gather(*self._settling, return_exceptions=True)
-        await self._redis.aclose()
+    def _ensure_heartbeat(self) -> None:
+        self._loop_task("heartbeat", self._heartbeat())
 
-    # ------------------------------------------------------------------ internals
-
-    def _args(self) -> list[Any]:
-        now = "" if self._injected_clock is None else repr(self._injected_clock())
-        return [now, self.hwm, self.up_front_cost, self.outflow, self.config.margin]
-
-    async def _lease(self, route: str | None) -> str | None:
-        lease = uuid.uuid4().hex
-        while True:
-            args = [
-                *self._args(),
-                lease,
-                self._lease_ttl,
-                self.config.max_in_flight,
-                self.model.up_front_for(route) - self.up_front_cost,
-            ]
-            try:
-                admitted, value = await self._acquire_script(keys=self._keys, args=args)
-            except (RedisError, OSError) as error:
-                self._degrade(error)
-                return None
-            if int(admitted) == 1:
-                return lease
-            wait = float(value)
-            # A local release wakes us early; another process's release needs a poll.
-            await self._wait_for_change(_POLL_S if wait < 0 else max(_POLL_S, min(wait, 1.0)))
-
-    async def _settle(self, lease: str, observation: Observation | None) -> None:
-        remaining = observation.remaining if observation else None
-        cost = observation.cost if observation else None
-        args = [
-            *self._args(),
-            lease,
-            self._lease_ttl,
-            "1" if self.config.learn else "0",
-            "" if remaining is None else repr(remaining),
-            "" if cost is None else repr(cost),
-            "1" if observation is not None and observation.throttled else "0",
-            2 * self.model.estimate(self._now()).one_way_delay_s,
-        ]
-        try:
-            await self._settle_script(keys=self._keys, args=args)
-        except (RedisError, OSError) as error:
-            # The lease expires by itself; pace locally meanwhile.
-            self._degrade(error)
+    async def _heartbeat(self) -> None:
+        """Tell the others this worker is alive while it holds leases (wall-clock cadence)."""
+        while self._held and not self._degraded:
+            await asyncio.sleep(self._heartbeat_ttl / 3)
+            args = [self._shared_now_arg(), _KEY_TTL_MS, self._worker, self._heartbeat_ttl]
+            with contextlib.suppress(*_ERRORS):
+                async with asyncio.timeout(_BACKGROUND_TIMEOUT_S):
+                    await self._connection().scripts["heartbeat"](keys=self._keys, args=args)
 
     def _degrade(self, error: BaseException) -> None:
-        if not self.degraded:
+        if not self._degraded:
+            self._degraded = True
             _logging.throttle_degraded(
                 throttle=self.name,
                 error=f"{type(error).__name__}: {error}"[:200],
-                retry_redis_after_s=_RETRY_REDIS_AFTER_S,
+                retry_redis_every_s=_PROBE_EVERY_S,
             )
-        self._degraded_until = time.monotonic() + _RETRY_REDIS_AFTER_S
+        self._loop_task("probe", self._probe())
+
+    async def _probe(self) -> None:
+        """Ask Redis in the background, never on a request's path, until it answers."""
+        while self._degraded:
+            await asyncio.sleep(_PROBE_EVERY_S)
+            args = [self._shared_now_arg(), _KEY_TTL_MS, self._worker, self._heartbeat_ttl]
+            try:
+                async with asyncio.timeout(self._admission_timeout):
+                    await self._connection().scripts["heartbeat"](keys=self._keys, args=args)
+            except _ERRORS:
+                continue
+            self._degraded = False
+            _logging.throttle_event("canvas.throttle_redis_back", throttle=self.name)
+            self._notify()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -17,11 +21,15 @@ from structlog.testing import capture_logs
 from resilient_canvas import (
     CanvasClient,
     Observation,
+    Permit,
     RedisThrottle,
+    Throttle,
     ThrottleConfig,
+    _registry,
     clear_throttles,
     close_throttles,
 )
+from resilient_canvas._registry import RECENT_THROTTLES, throttle_for
 from resilient_canvas.testing import (
     CanvasSimulator,
     FakeClock,
@@ -95,24 +103,36 @@ async def _seed(throttle: RedisThrottle, remaining: float = 600.0) -> None:
     await asyncio.gather(*throttle._settling)
 
 
-async def test_processes_share_the_in_flight_limit(
-    pair: tuple[RedisThrottle, RedisThrottle, FakeClock],
-) -> None:
-    """Eleven places in all: six taken by one process leave five for the other."""
-    first, second, _ = pair
+async def _until_blocked(throttle: Throttle) -> list[Permit]:
+    """Acquire until an acquire blocks (it is cancelled); return the permits."""
+    held: list[Permit] = []
+    with contextlib.suppress(TimeoutError):
+        while len(held) < 20:
+            held.append(await asyncio.wait_for(throttle.acquire(), 0.05))
+    return held
+
+
+async def test_processes_share_the_room_of_one_bucket(redis_url: str) -> None:
+    """Two processes together admit what one in-process throttle would, and no more."""
+    config = ThrottleConfig(margin=0.0)
+    local = Throttle(config)
+    seed = await local.acquire()
+    local.release(seed, Observation(remaining=600.0, cost=0.0))
+    first, second = (RedisThrottle(redis_url, "test#room", config=config) for _ in range(2))
     await _seed(first)
-    held = [await first.acquire() for _ in range(6)]
-    others = [await second.acquire() for _ in range(5)]
 
-    blocked = asyncio.ensure_future(second.acquire())
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(blocked), 0.1)
-    first.release(held[0], Observation(remaining=300.0, cost=0.0))
-    await asyncio.wait_for(blocked, 5)
+    alone = await _until_blocked(local)
+    mine = await _until_blocked(first)
+    theirs = await _until_blocked(second)
 
-    assert 11 == (await second.shared_estimate())["in_flight"]
-    for permit in [*held[1:], *others, blocked.result()]:
-        (first if permit in held else second).release(permit)
+    assert len(alone) == len(mine) + len(theirs)
+    assert len(mine) == (await second.shared_estimate())["in_flight"]
+    for permit in mine:
+        first.release(permit)
+    for permit in theirs:
+        second.release(permit)
+    await first.aclose()
+    await second.aclose()
 
 
 async def test_crashed_worker_lease_expires(redis_url: str) -> None:
@@ -121,9 +141,8 @@ async def test_crashed_worker_lease_expires(redis_url: str) -> None:
     crashed = RedisThrottle(redis_url, "test#ttl", lease_ttl=5.0, clock=clock, sleep=clock.sleep)
     survivor = RedisThrottle(redis_url, "test#ttl", lease_ttl=5.0, clock=clock, sleep=clock.sleep)
     await _seed(survivor)
-    for _ in range(10):
-        await crashed.acquire()  # never released: the worker "crashed"
-    assert 10 == (await survivor.shared_estimate())["in_flight"]
+    held = await _until_blocked(crashed)  # never released: the worker "crashed"
+    assert len(held) == (await survivor.shared_estimate())["in_flight"] > 0
 
     clock.advance(6.0)
 
@@ -132,22 +151,50 @@ async def test_crashed_worker_lease_expires(redis_url: str) -> None:
     await survivor.aclose()
 
 
-async def test_a_throttle_seen_by_one_process_pauses_the_other(
+async def test_a_throttle_seen_by_one_process_moves_the_others_anchor(
     pair: tuple[RedisThrottle, RedisThrottle, FakeClock],
 ) -> None:
-    """Settlement is shared: one process's throttled response pauses everyone."""
+    """One process's throttled answer (remaining 5) makes the other wait for the leak."""
     first, second, clock = pair
     await _seed(first)
     permit = await first.acquire()
     first.release(permit, Observation(remaining=5.0, throttled=True))
     await asyncio.gather(*first._settling)
 
-    estimate = await second.shared_estimate()
-    # Base 595 (margin 0): (595 + 50 - 600) / 10 = 4.5 s until one request fits.
-    assert 4.5 == pytest.approx(estimate["paused_for_s"], abs=0.01)
+    assert 5.0 == (await second.shared_estimate())["anchor"]
     waited_before = sum(clock.sleeps)
     await second.acquire()
+    # At least (50 - 5) / 10 s for one reservation to fit again.
     assert sum(clock.sleeps) - waited_before >= 4.5
+
+
+async def test_shared_mode_honours_the_headerless_pause_and_cut(redis_url: str) -> None:
+    """A throttle without quota headers in one process pauses and cuts the other (r1 shared)."""
+    clock = FakeClock()
+    first, second = (
+        RedisThrottle(redis_url, "test#cut", heartbeat_ttl=1e4, clock=clock, sleep=clock.sleep)
+        for _ in range(2)
+    )
+    held = [await first.acquire() for _ in range(4)]
+    first.release(held.pop(), Observation(throttled=True))
+    await asyncio.gather(*first._settling)
+
+    estimate = await second.shared_estimate()
+    assert 2.0 == estimate["cap"]
+    assert 0.0 < estimate["paused_for_s"]
+    waited_before = sum(clock.sleeps)
+    blocked = asyncio.ensure_future(second.acquire())
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(blocked), 0.1)
+    assert sum(clock.sleeps) - waited_before >= estimate["paused_for_s"]
+    first.release(held.pop(), Observation())
+    permit = await asyncio.wait_for(blocked, 5)
+
+    second.release(permit)
+    for permit in held:
+        first.release(permit)
+    await first.aclose()
+    await second.aclose()
 
 
 async def test_unreachable_redis_degrades_to_local_pacing() -> None:
@@ -227,3 +274,209 @@ async def test_client_redis_url_uses_a_shared_redis_throttle(redis_url: str) -> 
     keys = [key.decode() for key in redis.Redis.from_url(redis_url).keys("*")]
     assert keys
     assert all(sim.token not in key for key in keys)
+
+
+def _leases(url: str, key: str) -> int:
+    return int(redis.Redis.from_url(url).zcard(f"resilient_canvas:{key}:leases"))
+
+
+async def _slow_proxy(port: int, delay: list[float]) -> asyncio.Server:
+    """Forward requests to Redis at once and its replies after ``delay[0]`` seconds."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def pipe(
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, slow: bool
+        ) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(65536):
+                    if slow:
+                        await asyncio.sleep(delay[0])
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_cancelled_or_slow_admission_leaves_no_lease(redis_url: str) -> None:
+    """A waiter cancelled mid-script, or a reply later than the timeout, leaks no lease (r8a)."""
+    delay = [0.0]
+    server = await _slow_proxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]), delay)
+    port = server.sockets[0].getsockname()[1]
+    throttle = RedisThrottle(f"redis://127.0.0.1:{port}/0", "test#leak", admission_timeout=0.05)
+    warm = await throttle.acquire()
+    throttle.release(warm)
+    await asyncio.gather(*throttle._settling)
+    delay[0] = 0.04
+
+    waiter = asyncio.ensure_future(throttle.acquire())
+    await asyncio.sleep(0.02)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await asyncio.gather(*throttle._settling)
+    after_cancel = _leases(redis_url, "test#leak")
+    delay[0] = 0.08
+    with capture_logs():
+        permit = await throttle.acquire()
+    await asyncio.gather(*throttle._settling)
+    after_timeout = _leases(redis_url, "test#leak")
+
+    throttle.release(permit)
+    await throttle.aclose()
+    server.close()
+    assert (0, 0) == (after_cancel, after_timeout)
+    assert throttle.degraded
+
+
+_WORKER = """
+import asyncio, sys
+from resilient_canvas import RedisThrottle
+async def main():
+    throttle = RedisThrottle(sys.argv[1], "test#killed", heartbeat_ttl=0.1)
+    held = [await throttle.acquire() for _ in range(8)]
+    print(len(held), flush=True)
+    await asyncio.sleep(3600)
+asyncio.run(main())
+"""
+
+
+async def test_killed_worker_stalls_nobody(redis_url: str) -> None:
+    """A worker killed holding every place frees them within its heartbeat TTL (r8c)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    worker = subprocess.Popen(  # noqa: ASYNC220 - a real process, to kill
+        [sys.executable, "-c", _WORKER, redis_url], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert worker.stdout is not None
+    held = await asyncio.to_thread(worker.stdout.readline)
+    assert 8 == _leases(redis_url, "test#killed")
+    worker.kill()
+    worker.wait()
+    worker.stdout.close()
+    survivor = RedisThrottle(redis_url, "test#killed")
+
+    permit = await asyncio.wait_for(survivor.acquire(), 5)
+
+    assert "8" == held.strip()
+    assert permit.lease is not None
+    survivor.release(permit)
+    await survivor.aclose()
+
+
+def test_one_throttle_serves_two_event_loops(redis_url: str) -> None:
+    """The registry's throttle works in a second asyncio.run(): a client per loop (r8d)."""
+    throttle = RedisThrottle(redis_url, "test#loops")
+
+    async def once() -> str | None:
+        permit = await throttle.acquire()
+        lease = permit.lease
+        throttle.release(permit, Observation(remaining=590.0, cost=1.0))
+        await asyncio.gather(*throttle._settling)
+        return lease
+
+    leases = [asyncio.run(once()), asyncio.run(once())]
+
+    assert [True, True] == [lease is not None for lease in leases]
+    assert not throttle.degraded
+
+
+async def test_unresponsive_redis_never_blocks_admission() -> None:
+    """Redis accepting but never answering costs one short timeout, then local pacing (r8e)."""
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    throttle = RedisThrottle(f"redis://127.0.0.1:{port}/0", "test#hang", admission_timeout=0.05)
+
+    async def call() -> None:
+        permit = await throttle.acquire()
+        await asyncio.sleep(0)
+        throttle.release(permit, Observation())
+
+    with capture_logs() as logs:
+        await asyncio.wait_for(asyncio.gather(*(call() for _ in range(40))), 1.0)
+
+    await throttle.aclose()
+    server.close()
+    assert ["canvas.throttle_degraded"] == [log["event"] for log in logs]
+    assert throttle.degraded
+
+
+async def test_learned_values_never_override_learn_false(redis_url: str) -> None:
+    """A value another worker learned is merged only into learning workers (r8f)."""
+    client = redis.Redis.from_url(redis_url)
+    seconds, micros = client.time()
+    client.hset(
+        "resilient_canvas:test#poison:state",
+        mapping={
+            "anchor": 600.0,
+            "anchor_at": seconds + micros / 1e6,
+            "anchor_seq": 1,
+            # What the old design stored, and the new one: a learned 140 sure of itself.
+            "up": 140.0,
+            "up_front_cost": 140.0,
+            "up_front_cost_var": 1.0,
+            "params_seq": 1,
+            "params_by": "another-worker",
+        },
+    )
+    fixed = RedisThrottle(
+        redis_url, "test#poison", config=ThrottleConfig(learn=False), heartbeat_ttl=10.0
+    )
+    learning = RedisThrottle(redis_url, "test#poison")
+    held = []
+    while True:
+        try:
+            held.append(await asyncio.wait_for(fixed.acquire(), 0.05))
+        except TimeoutError:
+            break
+    for permit in held:
+        fixed.release(permit)
+    probe = await learning.acquire()
+
+    # learn=False, margin 5: 600 - 50 * 11 > 5, so eleven fit an idle bucket.
+    assert 11 == len(held)
+    assert 50.0 == fixed.up_front_cost
+    assert 50.0 < learning.up_front_cost
+    learning.release(probe)
+    await fixed.aclose()
+    await learning.aclose()
+
+
+def test_shared_config_conflict_raises_clearly() -> None:
+    """A second, different config for one token's shared throttle raises, naming both (r12)."""
+    throttle_for("https://canvas.example.edu", "token-r12", config=ThrottleConfig(hwm=700.0))
+
+    with pytest.raises(ValueError, match="already runs with") as caught:
+        throttle_for("https://canvas.example.edu", "token-r12", config=ThrottleConfig(hwm=500.0))
+
+    assert "hwm=500.0" in str(caught.value)
+    assert "token-r12" not in str(caught.value)
+    assert throttle_for("https://canvas.example.edu", "token-r12") is throttle_for(
+        "https://canvas.example.edu", "token-r12", config=ThrottleConfig(hwm=700.0)
+    )
+
+
+def test_registry_memory_stays_bounded_with_rotating_tokens() -> None:
+    """50,000 short-lived tokens (OAuth rotation) keep the registry and memory bounded (r15)."""
+    tracemalloc.start()
+    for index in range(50_000):
+        throttle_for("https://canvas.example.edu", f"rotating-{index}")
+        if index == 999:
+            gc.collect()
+            early, _ = tracemalloc.get_traced_memory()
+    gc.collect()
+    late, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    # The most recent ones, and the last one still referenced here.
+    assert RECENT_THROTTLES + 1 >= len(_registry._THROTTLES)
+    # Memory after 50,000 tokens is that after 1,000, give or take noise.
+    assert late < early + 2**20
