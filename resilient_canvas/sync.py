@@ -27,8 +27,17 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from yarl import URL
@@ -46,6 +55,8 @@ from resilient_canvas._encoding import Params
 from resilient_canvas._loop_thread import LOOP
 from resilient_canvas._policy import RetryBudget, RetryPolicy, Seconds
 from resilient_canvas._retry import Clock, Sleep
+from resilient_canvas._sis import SisImportResult
+from resilient_canvas._source import Uploadable
 from resilient_canvas._throttle import Throttle
 
 __all__ = ["CanvasClient"]
@@ -461,6 +472,56 @@ class CanvasClient:
         return self._call(
             lambda client: client.wait_for_progress(progress, poll_every=poll_every, within=within)
         )
+
+    # --------------------------------------------------------------- workflows
+
+    def upload(self, file: Uploadable, *, to: str, **options: Any) -> dict[str, Any]:
+        """Upload a file in Canvas's three steps; return the File object.
+
+        The arguments are :meth:`resilient_canvas.CanvasClient.upload`'s; the
+        token never goes to the file store.
+        """
+        return self._call(lambda client: client.upload(file, to=to, **options))
+
+    def download(self, file_or_url: Any, dest: Any, **options: Any) -> Path:
+        """Download a Canvas file to *dest* (written whole or not at all); return its path."""
+        return self._call(lambda client: client.download(file_or_url, dest, **options))
+
+    def graphql(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run a GraphQL query under the same throttle as REST; return ``data``.
+
+        Raises:
+            GraphQLError: Canvas answered with ``errors``.
+        """
+        return self._call(lambda client: client.graphql(query, variables))
+
+    def graphql_nodes(
+        self,
+        query: str,
+        *,
+        connection: str | Sequence[str],
+        variables: Mapping[str, Any] | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Any]:
+        """Yield every node of a GraphQL connection, a page at a time (see the async client)."""
+        nodes = self._call_setup(
+            lambda client: client.graphql_nodes(
+                query, connection=connection, variables=variables, page_size=page_size
+            )
+        )
+        return _pages(nodes, page_size)
+
+    def start_sis_import(
+        self, account: int | str, file: Uploadable, **options: Any
+    ) -> dict[str, Any]:
+        """Start an SIS import from a CSV or zip file (streamed); return the import."""
+        return self._call(lambda client: client.start_sis_import(account, file, **options))
+
+    def wait_for_sis_import(
+        self, account: int | str, sis_import: Mapping[str, Any] | int | str, **options: Any
+    ) -> SisImportResult:
+        """Poll an SIS import until it ends (see the async client's method for the options)."""
+        return self._call(lambda client: client.wait_for_sis_import(account, sis_import, **options))
 
     # ---------------------------------------------------------------- internals
 
