@@ -15,29 +15,27 @@ and between two answers the headroom moves as::
 
     D' = D + outflow * dt - (costs settled in between)                (2)
 
-Both are linear in the unknowns ``x = [D, outflow, U, dU_route...]``, so
-this module runs a small Kalman filter over them (``_Filter``): (2) is the
-prediction, (1) the measurement, and which of our requests were at the
-server when Canvas answered comes from our own send times and the one-way
-network delay. The filter learns ``up_front_cost`` because the number of
-requests at the server varies from one answer to the next, and ``outflow``
-from how the headroom drifts, in a busy run, without being alone in flight.
-Per-route reservations are modelled hierarchically: ``U_route = U +
-dU_route`` with ``dU_route`` starting at zero, so a route only gets its own
-value when the evidence says it differs.
+**Admission** extrapolates from the latest answer (the *anchor*, Canvas's own
+figure) and corrects it only for what happened since: reservations of
+requests sent since, and requests counted in it that have probably ended at
+the server. A request starts while what is left exceeds a safety margin: the
+larger of ``ThrottleConfig.margin`` and 2.5 standard deviations of the
+model's own doubt about that figure. A fresh model is careful, a converged
+one runs at the edge.
 
-``hwm`` matters only when the bucket empties (the count cannot go below 0,
-so ``D <= hwm + reservations``); it is estimated apart from the filter, from
-answers that the model believes were given by an empty bucket, and from the
-fact that ``remaining <= hwm`` always.
-
-Admission keeps ``D - sum(U in flight) - U_new - expected excess costs``
-above a safety margin that is the larger of ``ThrottleConfig.margin`` and
-``z`` standard deviations of the filter's uncertainty about that very
-quantity: a fresh model is careful, a converged one runs close to the edge.
+**Learning**: ``U`` per route comes from a small linear Kalman filter
+(``_Filter``) over ``[D, U, dU_route...]`` with (2) as the prediction and (1)
+as the measurement; which of our requests were at the server comes from our
+send times and the one-way delay (the least ``(round trip - cost) / 2``:
+Canvas's cost is CPU plus database seconds). Routes are hierarchical, so a
+route gets its own value only when the evidence says it differs.
+``outflow`` comes from pairs of answers given with the same requests at the
+server (``_Outflow``: the reservations cancel out of (2)). ``hwm`` comes from
+``remaining <= hwm`` and from answers after the count drained.
 
 Nothing here touches the network or an event loop: the in-process throttle,
 the Redis throttle and the blocking client drive the same object.
+docs/throttle.md explains each part with figures.
 """
 
 from __future__ import annotations
@@ -92,8 +90,6 @@ _SERVICE_KEPT = 64
 #: Past this quantile of its route's service times a request has probably
 #: ended at the server (while its answer may still be on the way).
 _SERVICE_QUANTILE = 0.98
-#: Prior one-way network delay until throttled answers (which do no work) show it.
-_PRIOR_ONE_WAY_S = 0.0
 #: A parameter moving more than this fraction since last logged is logged again.
 _LOG_MOVE = 0.10
 #: How far the true network delay may be below the least one measured, as a fraction.
@@ -478,7 +474,6 @@ class BucketModel:
         self._send_lag = _FIRST_SEND_LAG_S
         self._last_probe: tuple[float, str | None] | None = None
         self._outliers = 0
-        self._outlier_sign = 0.0
         self._answers = 0
         self._since_throttle = 0
         self._probe_cooldown = _PROBE_COOLDOWN
