@@ -322,39 +322,28 @@ async def call_with_retries(
         BaseException: Anything unrelated to HTTP, unchanged and never retried.
     """
     hooks = _telemetry.hooks
-    if hooks is not None and hooks.active():
-        # Telemetry wraps the call in its span and each attempt in a client span.
-        info = info or CallInfo()
-        return await hooks.run_call(
-            lambda: _call_with_retries(
-                attempt,
-                policy,
-                throttle,
-                budget,
-                info,
-                observe,
-                clock,
-                sleep,
-                breaker,
-                on_outcome_unknown,
-                hooks,
-            ),
-            info.method,
-            info.route,
+    active = hooks if hooks is not None and hooks.active() else None
+
+    def run() -> Awaitable[T]:
+        return _call_with_retries(
+            attempt,
+            policy,
+            throttle,
+            budget,
+            info,
+            observe,
+            clock,
+            sleep,
+            breaker,
+            on_outcome_unknown,
+            active,
         )
-    return await _call_with_retries(
-        attempt,
-        policy,
-        throttle,
-        budget,
-        info,
-        observe,
-        clock,
-        sleep,
-        breaker,
-        on_outcome_unknown,
-        None,
-    )
+
+    if active is None:
+        return await run()
+    # Telemetry wraps the call in its span and each attempt in a client span.
+    info = info or CallInfo()
+    return await active.run_call(run, info.method, info.route)
 
 
 async def _call_with_retries(

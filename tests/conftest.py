@@ -8,17 +8,20 @@ import pytest
 
 from resilient_canvas._breaker import clear_breakers
 from resilient_canvas._config import set_testing
+from resilient_canvas._registry import clear_throttles
 from resilient_canvas.testing import CanvasSimulator, FakeClock, SimulatorSettings
 
 
 @pytest.fixture(autouse=True)
 def _reset_testing_mode() -> Iterator[None]:
-    """Every test starts and ends outside testing mode, with no circuit breaker state."""
+    """Every test starts and ends outside testing mode, with no shared throttle or breaker."""
     set_testing(False)
     clear_breakers()
+    clear_throttles()
     yield
     set_testing(False)
     clear_breakers()
+    clear_throttles()
 
 
 @pytest.fixture

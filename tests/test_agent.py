@@ -8,7 +8,7 @@ import re
 import aiohttp
 import pytest
 
-from resilient_canvas import CanvasClient, RetryPolicy, clear_throttles
+from resilient_canvas import CanvasClient, RetryPolicy
 from resilient_canvas import exceptions as exc
 from resilient_canvas._agent import DEFAULT_USER_AGENT, build_user_agent
 from resilient_canvas._version import PROJECT_URL, __version__
@@ -21,12 +21,6 @@ USER_AGENT_BODY = (
     b'{"error": "Forbidden", "message": "You are not authorized to access this site '
     b'because you have not provided a valid user agent."}'
 )
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles() -> None:
-    """Each test starts with no shared throttle state."""
-    clear_throttles()
 
 
 def test_default_user_agent_names_us_and_the_stack() -> None:

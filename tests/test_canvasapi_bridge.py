@@ -18,7 +18,7 @@ import pytest
 import requests
 from canvasapi import Canvas
 
-from resilient_canvas import ThrottleConfig, clear_throttles, throttle_for
+from resilient_canvas import ThrottleConfig, throttle_for
 from resilient_canvas import exceptions as ours
 from resilient_canvas._config import set_testing
 from resilient_canvas.canvasapi import (
@@ -38,14 +38,6 @@ from tests._simulator_thread import ThreadedSimulator, simulator_thread
 from tests.test_sync import _costly_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles() -> Iterator[None]:
-    """Each test starts and ends with no shared throttle state."""
-    clear_throttles()
-    yield
-    clear_throttles()
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from resilient_canvas import (
     InsecureURLWarning,
     RetryPolicy,
     Throttle,
-    clear_throttles,
     encode_params,
     require,
     route_template,
@@ -42,12 +41,6 @@ from resilient_canvas.testing import (
     RouteProfile,
     SimulatorSettings,
 )
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles() -> None:
-    """Each test starts with no shared throttle state."""
-    clear_throttles()
 
 
 @pytest.fixture

@@ -12,18 +12,12 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from resilient_canvas import CanvasClient, _files, clear_throttles
+from resilient_canvas import CanvasClient, _files
 from resilient_canvas import exceptions as exc
 from resilient_canvas._http import redact_url
 from resilient_canvas.testing import CanvasSimulator, FakeClock
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, every byte value
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles() -> None:
-    """Each test starts with no shared throttle state."""
-    clear_throttles()
 
 
 @pytest.fixture

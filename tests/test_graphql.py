@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from resilient_canvas import CanvasClient, clear_throttles
+from resilient_canvas import CanvasClient
 from resilient_canvas import exceptions as exc
 from resilient_canvas.testing import CanvasSimulator, FakeClock
 
@@ -22,12 +22,6 @@ query Roster($course: ID!, $first: Int, $after: String) {
   }
 }
 """
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles() -> None:
-    """Each test starts with no shared throttle state."""
-    clear_throttles()
 
 
 @pytest.fixture

@@ -7,16 +7,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from resilient_canvas import CanvasClient, clear_throttles
+from resilient_canvas import CanvasClient
 from resilient_canvas import exceptions as exc
 from resilient_canvas._http import strip_json_guard
 from resilient_canvas.testing import CanvasSimulator, FakeClock, SimulatorSettings
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles() -> None:
-    """Each test starts with no shared throttle state."""
-    clear_throttles()
 
 
 @pytest.fixture

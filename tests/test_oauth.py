@@ -7,15 +7,9 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
-from resilient_canvas import CanvasClient, RefreshToken, clear_throttles
+from resilient_canvas import CanvasClient, RefreshToken
 from resilient_canvas import exceptions as exc
 from resilient_canvas.testing import CanvasSimulator, FakeClock
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles() -> None:
-    """Each test starts with no shared throttle state."""
-    clear_throttles()
 
 
 @pytest.fixture

@@ -9,17 +9,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from resilient_canvas import CanvasClient, clear_throttles
+from resilient_canvas import CanvasClient
 from resilient_canvas import exceptions as exc
 from resilient_canvas.testing import CanvasSimulator, FakeClock
 
 USERS = b"user_id,login_id,full_name,status\nu1,ada,Ada L,active\nu2,alan,Alan T,active\n"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles() -> None:
-    """Each test starts with no shared throttle state."""
-    clear_throttles()
 
 
 @pytest.fixture

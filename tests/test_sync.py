@@ -40,14 +40,6 @@ from tests._simulator_thread import ThreadedSimulator, simulator_thread
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _fresh_throttles() -> Iterator[None]:
-    """Each test starts and ends with no shared throttle state."""
-    clear_throttles()
-    yield
-    clear_throttles()
-
-
 @pytest.fixture
 def sim() -> Iterator[ThreadedSimulator]:
     """An instant simulator served from its own thread (a blocking call holds the test's)."""
