@@ -357,6 +357,11 @@ class RedisThrottle(Throttle):
         """Whether Redis failed to answer in time and pacing is local until it does."""
         return self._degraded
 
+    def _skips_time(self) -> bool:
+        # Leases expire and anchors age on Redis's clock, which no test can skip:
+        # a virtual jump here would age the shared anchor while the leases stay.
+        return False
+
     def _admissible_now(self, route: str | None) -> bool:
         # Only Redis knows the others' leases; while it is unreachable the model decides.
         return self._degraded and super()._admissible_now(route)
@@ -446,8 +451,15 @@ class RedisThrottle(Throttle):
             most,
             seq,
         ]
+        task = asyncio.current_task()
+        cancels_before = task.cancelling() if task is not None else 0
         async with asyncio.timeout(self._admission_timeout):
             reply = await self._connection().scripts["acquire"](keys=self._keys, args=args)
+        if task is not None and task.cancelling() > cancels_before:
+            # redis-py can swallow a cancellation that lands mid-command and
+            # return the reply: the waiter would outlive its caller's timeout
+            # (asyncio.wait_for) holding a lease. Honour the cancellation.
+            raise asyncio.CancelledError
         admitted, view = _parse(reply)
         self._absorb(view)
         return admitted

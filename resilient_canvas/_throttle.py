@@ -166,6 +166,10 @@ class Throttle:
     def _now(self) -> float:
         return self._clock() + self._skipped
 
+    def _skips_time(self) -> bool:
+        """Whether waits are skipped on a virtual clock (testing mode)."""
+        return is_testing()
+
     def _admissible_now(self, route: str | None) -> bool:
         """Whether a request may start at once, skipping the queue (it is empty)."""
         return self.model.delay(self._now(), route) <= 0
@@ -185,7 +189,7 @@ class Throttle:
         In testing mode the timer is not waited for: the virtual clock jumps.
         """
         timed = seconds is not None and math.isfinite(seconds)
-        if timed and is_testing():
+        if timed and self._skips_time():
             assert seconds is not None
             self._skipped += seconds
             await asyncio.sleep(0)

@@ -333,6 +333,62 @@ async def test_cancelled_or_slow_admission_leaves_no_lease(redis_url: str) -> No
     assert throttle.degraded
 
 
+class _SwallowingScript:
+    """A registered script that, like redis-py at times, eats a cancellation mid-command."""
+
+    def __init__(self, script: object) -> None:
+        self._script = script
+
+    async def __call__(self, **kwargs: object) -> object:
+        call = asyncio.ensure_future(self._script(**kwargs))  # type: ignore[operator]
+        # The cancellation lands mid-command and is swallowed: the reply comes back.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.01)
+        return await call
+
+
+class _SwallowingClient:
+    def __init__(self, client: object) -> None:
+        self._client = client
+
+    def register_script(self, source: str) -> _SwallowingScript:
+        return _SwallowingScript(self._client.register_script(source))  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+
+async def test_cancellation_swallowed_by_the_redis_client_is_still_honoured(
+    redis_url: str,
+) -> None:
+    """A waiter whose cancellation the Redis client eats still ends and holds no lease.
+
+    Regression: with redis-py 8, ``asyncio.wait_for(throttle.acquire(), 0.05)``
+    could wait a full lease TTL (60 s) and then return a permit.
+    """
+    import redis.asyncio as redis_asyncio
+
+    client = _SwallowingClient(redis_asyncio.Redis.from_url(redis_url))
+    config = ThrottleConfig(margin=0.0)
+    owner = RedisThrottle(redis_url, "test#swallow", config=config)
+    waiter_side = RedisThrottle(redis_url, "test#swallow", config=config, redis_client=client)
+    await _seed(owner)
+    held = await _until_blocked(owner)
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(waiter_side.acquire(), 0.005)
+    waited = time.monotonic() - started
+    await asyncio.gather(*waiter_side._settling)
+
+    assert waited < 5.0, "the cancelled waiter outlived its caller's timeout"
+    assert _leases(redis_url, "test#swallow") == len(held)
+    for permit in held:
+        owner.release(permit)
+    await owner.aclose()
+    await waiter_side.aclose()
+
+
 _WORKER = """
 import asyncio, sys
 from resilient_canvas import RedisThrottle
