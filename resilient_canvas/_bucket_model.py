@@ -47,6 +47,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from resilient_canvas._lattice import ReservationLattice
+
 #: Physical bounds of what a Canvas header may say (documented in docs/throttle.md).
 #: Values outside are garbage (or another system's header) and are ignored.
 MAX_HWM = 100_000.0
@@ -107,6 +109,17 @@ _MAX_SEND_LAG_S = 0.2
 _SEND_LAG_SHRINK = 0.97
 #: Once the reservations are known to within a unit, one answer in this many teaches.
 _CONVERGED_STRIDE = 4
+#: Throttled round trips kept to measure the network's jitter, the least used,
+#: and the quantile of them taken as a slow transit.
+_NETWORK_KEPT = 32
+_NETWORK_MIN = 3
+_NETWORK_QUANTILE = 0.9
+#: Fresh remaining steps between two measurements of a reservation by its lattice,
+#: and the least step taken as a change in requests: units, plus typical costs
+#: (others' costs settle between two answers unseen).
+_LATTICE_EVERY = 12
+_LATTICE_FLOOR_UNITS = 3.0
+_LATTICE_FLOOR_COSTS = 3.0
 #: Answers after which a drained-bucket sample's reservations are taken as known.
 _HWM_REWEIGHS = 200
 #: After the count drained, answers show hwm for this long (then the leak blurs it).
@@ -272,6 +285,13 @@ class _RouteStats:
         if len(self.order) > _SERVICE_KEPT:
             oldest = self.order.popleft()
             del self.sorted[bisect.bisect_left(self.sorted, oldest)]
+
+    def service_low(self) -> float:
+        """A service time few requests of the route finish within (0 until enough were seen)."""
+        kept = self.sorted
+        if len(kept) < _SERVICE_SAMPLES:
+            return 0.0
+        return kept[int((1 - _SERVICE_QUANTILE) * len(kept))]
 
     def service_high(self) -> float:
         """A service time few requests of the route exceed (inf until enough were seen)."""
@@ -442,6 +462,8 @@ class BucketModel:
             [c.hwm, c.up_front_cost], [c.hwm_sd**2, spread * c.up_front_cost_sd**2]
         )
         self._outflow = _Outflow(c.outflow, spread * c.outflow_sd**2)
+        self._lattice = ReservationLattice()
+        self._leaking = False
         #: Costs of all our answers so far (for the outflow's pairs).
         self._settled = 0.0
         self._hwm = c.hwm
@@ -469,6 +491,7 @@ class BucketModel:
         self._throttled = 0
         self._one_way = 0.0
         self._rtt_floor = math.inf
+        self._network_trips: collections.deque[float] = collections.deque(maxlen=_NETWORK_KEPT)
         self._timings = 0
         self._costs_are_seconds = True
         self._send_lag = _FIRST_SEND_LAG_S
@@ -654,6 +677,7 @@ class BucketModel:
         self._learn_hwm(permit, remaining, None if throttled else (cost or 0.0), sure, maybe, now)
         if self._learn:
             self._observe(remaining, None if throttled else (cost or 0.0), sure, maybe, now)
+            self._learn_lattice(permit, remaining, 0.0 if throttled else (cost or 0.0), now)
         # The anchor: what admission extrapolates from until the next answer.
         self._anchor = remaining
         self._anchor_at = max(self._anchor_at, now - self._one_way)
@@ -916,6 +940,10 @@ class BucketModel:
                 # (not Canvas, or a proxy): the delay it bounds is no bound.
                 self._costs_are_seconds = False
         self._rtt_floor = min(self._rtt_floor * 1.001 + 1e-6, network)
+        if throttled:
+            # A throttled answer's round trip is the network's alone: their
+            # spread is how much one answer's transit may exceed another's.
+            self._network_trips.append(rtt)
         self._timings += 1
         self._one_way = self._rtt_floor / 2
         if not throttled:
@@ -957,6 +985,7 @@ class BucketModel:
         not_before = round_trip * (1 - _DELAY_DOUBT) - self._send_lag
         if self._timings < _TIMINGS_TRUSTED:
             not_before = -math.inf
+        jittery = self._network_jitter() > _SEND_LAG_S
         at_server: list[Permit] = []
         doubtful: list[Permit] = []
         for permit in self._active:
@@ -964,12 +993,24 @@ class BucketModel:
             # Sent before the answered one, by a margin: two requests sent at
             # once may reach Canvas in either order.
             sent_before = permit.admitted_at <= answered.admitted_at - self._send_lag
-            if elapsed >= sure_after or sent_before:
+            if jittery and elapsed >= round_trip + self._stats_of(permit.route).service_low():
+                # Where answers' transits differ, one may have ended at the
+                # server before this answer was computed, its own answer
+                # slower on the way: counted by Canvas as nothing held.
+                doubtful.append(permit)
+            elif elapsed >= sure_after or sent_before:
                 at_server.append(permit)
             elif elapsed >= not_before:
                 # The delay we know is an upper bound, and may be loose.
                 doubtful.append(permit)
         return at_server, doubtful
+
+    def _network_jitter(self) -> float:
+        """How much longer than the shortest a network round trip may take (0: unknown)."""
+        trips = sorted(self._network_trips)
+        if len(trips) < _NETWORK_MIN:
+            return 0.0
+        return trips[int(_NETWORK_QUANTILE * (len(trips) - 1))] - trips[0]
 
     def _learn_hwm(
         self,
@@ -1081,6 +1122,37 @@ class BucketModel:
             # The reservations in the drained-bucket sample are better known now.
             self._reweighs_left -= 1
             self._reweigh_hwm()
+
+    def _learn_lattice(self, permit: Permit, remaining: float, cost: float, now: float) -> None:
+        """Measure the route's reservation from the spacing of remaining steps (``_lattice``).
+
+        Only while every request of ours in flight is of the answered route:
+        steps then are whole reservations of that route.
+        """
+        if any(other.slot != permit.slot for other in self._active):
+            self._lattice.forget()
+            return
+        answered_at = now - self._one_way
+        gap = max(0.0, answered_at - self._at)
+        # The count stayed above zero (the leak ran) if both answers show it well above.
+        leaking = self._hwm - remaining > self.outflow * (gap + 0.1) + self.config.margin
+        self._lattice.observe(
+            remaining, answered_at, cost, permit.slot, self.outflow, leaking and self._leaking
+        )
+        self._leaking = leaking
+        if self._lattice.fresh_steps < _LATTICE_EVERY:
+            return
+        stats = self._stats.get(permit.route) if permit.route else None
+        typical = (stats or self._default_stats).cost or 0.0
+        measured = self._lattice.take(_LATTICE_FLOOR_UNITS + _LATTICE_FLOOR_COSTS * typical)
+        if measured is None:
+            return
+        spacing, variance = measured
+        h = {_Filter.U: 1.0}
+        if permit.slot >= 0:
+            h[permit.slot] = 1.0
+        self._filter.update(h, spacing, variance)
+        self._clamp()
 
     def _learn_outflow(
         self, remaining: float, answered_at: float, sure: list[Permit], maybe: list[Permit]

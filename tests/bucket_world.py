@@ -33,6 +33,8 @@ class World:
     settings: ThrottleSettings = field(default_factory=ThrottleSettings)
     config: ThrottleConfig = field(default_factory=ThrottleConfig)
     one_way: float = 0.001
+    #: Each transit, either way, takes up to this much longer (uniformly).
+    jitter: float = 0.0
     service: Callable[[random.Random], float] = lambda rng: rng.uniform(0.04, 0.06)
     cost: Callable[[random.Random], float] = lambda rng: 0.04
     route_up_front: dict[str, float] = field(default_factory=dict)
@@ -41,6 +43,8 @@ class World:
     def __post_init__(self) -> None:
         self.clock = Clock()
         self.rng = random.Random(self.seed)
+        # Its own stream: jitter leaves the service and cost draws unchanged.
+        self._net_rng = random.Random(self.seed + 1)
         self.model = BucketModel(self.config, now=0.0, emit=self._record)
         self.events: list[tuple[str, dict[str, object]]] = []
         self.bucket = LeakyBucket(self.settings, self.clock)
@@ -57,6 +61,11 @@ class World:
     def _at(self, when: float, action: Callable[[], None]) -> None:
         heapq.heappush(self._queue, (when, next(self._order), action))
 
+    def _transit(self) -> float:
+        if not self.jitter:
+            return self.one_way
+        return self.one_way + self._net_rng.uniform(0.0, self.jitter)
+
     def _up_front(self, route: str | None) -> float:
         return self.route_up_front.get(route or "", self.settings.up_front_cost)
 
@@ -64,7 +73,7 @@ class World:
         permit = self.model.admit(self.clock.now, route)
         self.sent += 1
         self.peak_in_flight = max(self.peak_in_flight, self.model.in_flight)
-        self._at(self.clock.now + self.one_way, lambda: self._arrive(permit, retry))
+        self._at(self.clock.now + self._transit(), lambda: self._arrive(permit, retry))
 
     def _arrive(self, permit: Permit, retry: Callable[[], None]) -> None:
         up = self._up_front(permit.route)
@@ -75,7 +84,7 @@ class World:
             observation = Observation(remaining=bucket.remaining, throttled=True)
             self.throttled += 1
             self._at(
-                self.clock.now + self.one_way, lambda: self._answer(permit, observation, retry)
+                self.clock.now + self._transit(), lambda: self._answer(permit, observation, retry)
             )
             return
         seconds, cost = self.service(self.rng), self.cost(self.rng)
@@ -83,7 +92,8 @@ class World:
         def settle() -> None:
             bucket._increment(cost - up)
             observation = Observation(remaining=bucket.remaining, cost=cost)
-            self._at(self.clock.now + self.one_way, lambda: self._answer(permit, observation, None))
+            back = self.clock.now + self._transit()
+            self._at(back, lambda: self._answer(permit, observation, None))
 
         self._at(self.clock.now + seconds, settle)
 

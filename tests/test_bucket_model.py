@@ -48,6 +48,26 @@ def test_up_front_cost_converges_from_a_wrong_prior_either_way(truth: float, pri
     assert world.throttled <= 0.02 * world.sent
 
 
+def test_reservation_is_learnt_over_a_jittery_network() -> None:
+    """Transits that differ by more than a service time do not bias the reservation.
+
+    Regression (bench_installs, hwm 800, up_front_cost 120, 50-150 ms each way):
+    answers still on the wire were counted as requests at the server, the
+    reservation settled near 80 and a quarter of the requests were throttled.
+    """
+    world = World(
+        settings=ThrottleSettings(hwm=800.0, maximum=1000.0, up_front_cost=120.0),
+        one_way=0.05,
+        jitter=0.1,
+        service=uniform(0.24, 0.36),
+        cost=lambda rng: 0.18,
+    )
+    world.run(400)
+
+    assert 120.0 == pytest.approx(route_up_front(world), rel=0.05)
+    assert world.throttled <= 0.03 * world.sent
+
+
 @pytest.mark.parametrize(("truth", "prior"), [(3.0, 10.0), (20.0, 10.0), (10.0, 3.0)])
 def test_outflow_converges_from_a_wrong_prior_either_way(truth: float, prior: float) -> None:
     """Pairs of answers with the same requests at Canvas measure the leak rate."""
