@@ -419,7 +419,7 @@ class RedisThrottle(Throttle):
             return -1, _POLL_S
         if not self.model.headers_seen:
             # No quota header seen anywhere yet: the in-flight limit is shared.
-            limit = self.config.headerless_in_flight
+            limit = self.model.headerless_limit
             return (n, 0.0) if n < limit else (-1, _POLL_S)
         anchor_at = view.number("anchor_at")
         one_way = self.model.estimate(self._now()).one_way_delay_s
