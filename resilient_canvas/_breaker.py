@@ -573,7 +573,6 @@ def estimate_of(
     )
 
 
-
 _REGISTRY: dict[str, CircuitBreaker] = {}
 #: Circuits shared with other processes, by origin and backend (a Redis URL).
 _SHARED: dict[tuple[str, str], Circuit] = {}

@@ -400,7 +400,7 @@ class RedisCircuit:
                 self._kick_sync()
             return ADMITTED
         with self._lock:
-            now = self._now()
+            data, version, now = self._data, self._version, self._now()
             if self._local() - self._synced_at >= min(self.refresh_every, _HELD_REFRESH_S):
                 self._kick_sync()
             if data.state is CircuitState.CLOSED:
@@ -415,7 +415,7 @@ class RedisCircuit:
             if reason is None:
                 return held(data, now)
         # The probe is due: claim its lease in Redis; meanwhile, wait briefly.
-        self._start("claim", self._claim_probe(trial, reason, self._version, now))
+        self._start("claim", self._claim_probe(trial, reason, version, now))
         return Admission(False, wait=POLL, down_for=now - data.opened_at)
 
     def finish(self, admission: Admission, outcome: Outcome) -> Transition | None:
@@ -501,8 +501,9 @@ class RedisCircuit:
         return "" if self._injected_clock is None else repr(self._injected_clock())
 
     def _admit_ramp(self, now: float) -> Admission:
-        # The release is timed by the shared closed_at; each process ramps its own calls.
-        limit = release_limit(self.settings, replace(self._data), now)
+        # The release is timed by the shared closed_at; each process ramps its own
+        # calls. Once it is over the local copy forgets it: admits take the fast path.
+        limit = release_limit(self.settings, self._data, now)
         if limit is None:
             return ADMITTED
         if self._ramp_in_flight >= limit:
@@ -525,8 +526,9 @@ class RedisCircuit:
             self._absorbed = view.sent
             if view.data.opened > self._data.opened:
                 self._waits = 0
-            if view.data.state is CircuitState.CLOSED and view.data.closed_at is None:
-                self._ramp_in_flight = 0
+            closing = self._data.state is not CircuitState.CLOSED
+            if closing and view.data.state is CircuitState.CLOSED:
+                self._ramp_in_flight = 0  # a new release begins
             self._data, self._version = view.data, view.version
             self._probe_by, self._slots = view.probe_by, view.slots
 
@@ -658,8 +660,9 @@ class RedisCircuit:
         return view
 
     async def _call(self, script: str, args: list[Any]) -> _View:
-        self._sent += 1
-        sent = self._sent
+        with self._lock:
+            self._sent += 1
+            sent = self._sent
         async with asyncio.timeout(self._admission_timeout):
             reply = await self._connection().scripts[script](keys=self._keys, args=args)
         view = _parse(reply, self.settings)

@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 
 from resilient_canvas import (
     CanvasClient,
+    CircuitBreaker,
     CircuitState,
     RedisCircuit,
     RedisThrottle,
@@ -20,7 +21,7 @@ from resilient_canvas import (
     clear_throttles,
 )
 from resilient_canvas import exceptions as exc
-from resilient_canvas._breaker import Admission, BreakerSettings, Outcome, outcome_of
+from resilient_canvas._breaker import Admission, BreakerSettings, Outcome, breakers, outcome_of
 from resilient_canvas.exceptions import classify_response
 from resilient_canvas.testing import CanvasSimulator, FakeClock, SimulatorSettings
 from tests._redis_server import free_port
@@ -395,3 +396,24 @@ async def test_second_client_holds_its_calls_when_the_first_saw_the_outage(
     openings = [log["reason"] for log in logs if log["event"] == "canvas.circuit_opened"]
     assert ["consecutive_failures"] == [r for r in openings if r != "probe_failed"]
     assert "canvas.circuit_closed" == events(logs)[-1]
+    keys = [
+        key.decode() for key in redis.Redis.from_url(redis_url).keys("resilient_canvas:circuit*")
+    ]
+    assert keys
+    assert all(sim.token not in key for key in keys)
+
+
+async def test_client_breaker_follows_its_throttle(redis_url: str) -> None:
+    """A Redis throttle brings the shared circuit (one per origin, every token); else in-process."""
+    shared = RedisThrottle(redis_url, "test#one")
+    async with (
+        CanvasClient(ORIGIN, "token-one", throttle=shared) as one,
+        CanvasClient(ORIGIN + "/", "token-two", redis_url=redis_url) as two,
+        CanvasClient("https://other.test", "token-one") as local,
+    ):
+        assert isinstance(one.breaker, RedisCircuit)
+        assert one.breaker is two.breaker
+        assert isinstance(local.breaker, CircuitBreaker)
+        # The circuit-state gauge (OpenTelemetry) reads both kinds.
+        assert {ORIGIN: one.breaker, "https://other.test": local.breaker} == breakers()
+        assert "token" not in repr(one.breaker)
