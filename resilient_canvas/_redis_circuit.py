@@ -744,10 +744,13 @@ class RedisCircuit:
         loop = asyncio.get_running_loop()
         connection = self._connections.get(loop)
         if connection is None:
+            # One connection: the circuit sends little (a sync, a claim) and a
+            # pool would add sockets to every process for nothing.
             client = self._injected_client or redis_asyncio.Redis.from_url(
                 self._url,
                 socket_timeout=2 * self._admission_timeout,
                 socket_connect_timeout=2 * self._admission_timeout,
+                single_connection_client=True,
             )
             scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
             connection = self._connections[loop] = _Connection(client, scripts)
