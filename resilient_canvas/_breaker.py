@@ -506,11 +506,6 @@ class CircuitBreaker:
             failures, total = self._window.counts(now)
             return estimate_of(self._data, now, failures, total, self._waits)
 
-    def data(self) -> CircuitData:
-        """A copy of the state (what a shared circuit hands over, and tests read)."""
-        with self._lock:
-            return replace(self._data)
-
     # -------------------------------------------------------------- internals
 
     def _admit_ramp(self, now: float) -> Admission:

@@ -417,3 +417,18 @@ async def test_client_breaker_follows_its_throttle(redis_url: str) -> None:
         # The circuit-state gauge (OpenTelemetry) reads both kinds.
         assert {ORIGIN: one.breaker, "https://other.test": local.breaker} == breakers()
         assert "token" not in repr(one.breaker)
+
+
+def test_one_circuit_serves_two_event_loops(redis_url: str) -> None:
+    """The registry's circuit works in a second asyncio.run(): a Redis client per loop."""
+    redis.Redis.from_url(redis_url).flushall()
+    circuit = RedisCircuit(redis_url, ORIGIN, clock=FakeClock())
+
+    async def use() -> int:
+        feed(circuit, OK, FAIL, OK)
+        total = (await circuit.sync()).total
+        await circuit.aclose()
+        return total
+
+    assert [3, 6] == [asyncio.run(use()), asyncio.run(use())]
+    assert not circuit.degraded
