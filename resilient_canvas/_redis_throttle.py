@@ -353,6 +353,11 @@ class RedisThrottle(Throttle):
         return f"RedisThrottle(key={self.name!r}, degraded={self.degraded})"
 
     @property
+    def redis_url(self) -> str:
+        """The Redis this throttle shares its bucket through (the client's breaker follows)."""
+        return self._url
+
+    @property
     def degraded(self) -> bool:
         """Whether Redis failed to answer in time and pacing is local until it does."""
         return self._degraded

@@ -181,6 +181,30 @@ def test_cancelled_probe_lets_another_call_probe_at_once() -> None:
     assert breaker.admit().probe
 
 
+def test_lost_probe_frees_the_circuit_after_probe_timeout() -> None:
+    """Regression: a probe never reported wedged the circuit half-open for good.
+
+    A probe's call can end before it is sent (its deadline passes while it
+    waits for a throttle place, or it is cancelled) without telling the
+    breaker; after ``probe_timeout`` another call probes, and the lost
+    probe's late answer decides nothing.
+    """
+    clock = FakeClock()
+    breaker = opened(clock)
+    clock.advance(5.0)
+    lost = breaker.admit()
+    clock.advance(BreakerSettings().probe_timeout - 0.1)
+    assert not breaker.admit().go
+    clock.advance(0.1)
+    second = breaker.admit()
+    assert (True, True, 2) == (lost.probe, second.probe, breaker.estimate().probes)
+    assert breaker.take_transition() is not None
+    breaker.finish(lost, OK)
+    assert CircuitState.HALF_OPEN == breaker.state
+    breaker.finish(second, OK)
+    assert CircuitState.CLOSED == breaker.state
+
+
 def test_successful_probe_closes_and_releases_gradually() -> None:
     """After a good probe, calls in flight start at 1 and double until the release ends."""
     clock = FakeClock()
