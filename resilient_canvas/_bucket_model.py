@@ -124,6 +124,8 @@ _LATTICE_FLOOR_UNITS = 3.0
 _LATTICE_FLOOR_COSTS = 3.0
 #: Answers after which a drained-bucket sample's reservations are taken as known.
 _HWM_REWEIGHS = 200
+#: Such throttles after which a drained-bucket sample of hwm is dropped.
+_HWM_DOUBTS = 2
 #: After the count drained, answers show hwm for this long (then the leak blurs it).
 _DRAINED_FOR_S = 1.0
 #: Clean answers between probes, at first; doubled by a throttled probe.
@@ -486,6 +488,8 @@ class BucketModel:
         #: The latest drained-bucket answer: hwm = base + sum(h[i] * x[i]).
         self._drain_sample: tuple[float, dict[int, float]] | None = None
         self._reweighs_left = 0
+        #: Throttles (not probes) while hwm stood above every remaining seen.
+        self._hwm_doubts = 0
         self._observed = 0
         #: The largest remaining any answer showed (hwm is at least that).
         self._highest = -math.inf
@@ -1229,6 +1233,8 @@ class BucketModel:
         if permit.probe:
             # The probe found the edge: charge the estimate, and probe less often.
             self._probe_cooldown = min(5000, self._probe_cooldown * 2)
+        elif self._learn and self._drain_sample is not None:
+            self._doubt_drain_sample()
         h = {k: -v for k, v in self._reserved_vector([permit]).items()}
         if self._learn and self._filter.value(h) < remaining:
             # Another request may have settled between Canvas's check and its
@@ -1246,6 +1252,23 @@ class BucketModel:
             in_flight_limit=self.in_flight_limit(now),
             probe=permit.probe,
         )
+
+    def _doubt_drain_sample(self) -> None:
+        """Drop a drained-bucket hwm above every remaining seen once throttles contradict it.
+
+        The sample adds back our reservations at the server; one counted there
+        that had ended (its answer slow on the wire) raises hwm by a whole
+        reservation, and every later admission overshoots. ``remaining <= hwm``
+        is the one fact no timing can bend: fall back to it.
+        """
+        if self._hwm <= self._highest + 0.5 * self.up_front_cost:
+            return
+        self._hwm_doubts += 1
+        if self._hwm_doubts >= _HWM_DOUBTS:
+            self._hwm_doubts = 0
+            self._drain_sample = None
+            self._reweighs_left = 0
+            self._reweigh_hwm()
 
     def _without_headers(
         self, permit: Permit, throttled: bool, cost: float | None, now: float
