@@ -1067,8 +1067,16 @@ class BucketModel:
             # Throttled: the count was anything but zero.
             self._drained_at = None
         sure_after = self._settled_after()
-        if self._drained_at is None or maybe or any(now - p.admitted_at < sure_after for p in sure):
-            # Only requests known to hold their reservation may be added back.
+        if (
+            self._drained_at is None
+            or maybe
+            or len(sure) < len(self._active)
+            or any(now - p.admitted_at < sure_after for p in sure)
+        ):
+            # Only requests known to hold their reservation may be added back,
+            # and only when every request in flight is known to: one taken as
+            # not arrived yet may have been there (the delay that rules it
+            # out is an upper bound), and hwm would come out a reservation low.
             return
         answered_at = now - self._one_way
         self._charged_since_drain += cost or 0.0

@@ -89,6 +89,20 @@ def test_hwm_raised_by_a_miscounted_drain_is_dropped_when_throttles_contradict_i
     assert world.throttled <= 0.03 * world.sent
 
 
+def test_hwm_is_not_learnt_low_from_requests_ruled_out_by_an_upper_bound_delay() -> None:
+    """A drained-bucket sample needs every request in flight known to be at the server.
+
+    Regression: with costs that are no seconds of work (0.4 per 50 ms call)
+    the network delay is known only as an upper bound (21 ms for 1 ms); a
+    request sent within it was taken as not arrived, left out of the sample,
+    and hwm came out one reservation low (549 for 600).
+    """
+    world = World(service=uniform(0.04, 0.06), cost=lambda rng: 0.4)
+    world.run(300)
+
+    assert 600.0 == pytest.approx(world.model.hwm, abs=10.0)
+
+
 @pytest.mark.parametrize(("truth", "prior"), [(3.0, 10.0), (20.0, 10.0), (10.0, 3.0)])
 def test_outflow_converges_from_a_wrong_prior_either_way(truth: float, prior: float) -> None:
     """Pairs of answers with the same requests at Canvas measure the leak rate."""
