@@ -5,6 +5,11 @@ are the sans-IO :class:`~resilient_canvas._bucket_model.BucketModel`; this
 module is its asyncio face: a FIFO queue of waiters, woken when a request ends
 or when the model says the leak has made room, and cancellation-safe.
 
+One throttle serves every client of a token in the process, and the blocking
+client's loop thread and a caller's own event loop may drive it at once: the
+model and the queue change only under a lock, and a waiter is always woken
+through its own loop (``call_soon_threadsafe`` from another thread).
+
 In testing mode (:func:`resilient_canvas.testing.set_testing`) the throttle
 makes the same decisions on a virtual clock: a wait for the leak advances the
 clock instead of sleeping, so users' tests run the production algorithm
@@ -15,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -41,7 +48,7 @@ class Throttle:
 
     One instance is shared by every client using the same token on the same
     origin (see :func:`~resilient_canvas.throttle_for`). Waiting is FIFO and
-    cancellation-safe.
+    cancellation-safe, and event loops in different threads may share it.
 
     Args:
         config: Priors and limits.
@@ -64,8 +71,16 @@ class Throttle:
         # Time skipped by testing mode: decisions see it, nobody waits for it.
         self._skipped = 0.0
         self.model = BucketModel(config, now=self._now(), name=name, emit=_logging.throttle_event)
+        # Guards the model and the queue: loops in two threads may share this
+        # throttle (a blocking client's and the caller's). Reentrant, so that
+        # a subclass's hooks may take it again.
+        self._lock = threading.RLock()
         self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: What the waiter at the head waits on, on its own loop.
         self._changed: asyncio.Future[None] | None = None
+        #: A change with nobody waiting: a waiter that checked just before it,
+        #: in another thread, must not then sleep through it.
+        self._missed = False
 
     @property
     def config(self) -> ThrottleConfig:
@@ -110,22 +125,27 @@ class Throttle:
         if permit is not None:
             return permit
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(turn)
-        if self._queue[0] is turn:
-            turn.set_result(None)
+        with self._lock:
+            self._queue.append(turn)
+            if self._queue[0] is turn:
+                turn.set_result(None)
         try:
             await turn
             lease = await self._wait_for_place(route)
         except BaseException:
             self._leave_queue(turn)
             raise
-        self._leave_queue(turn)
-        return self._admit(route, lease)
+        with self._lock:
+            # At once: the next in line, perhaps in another thread, checks
+            # for room only once this place is taken.
+            self._leave_queue(turn)
+            return self._admit(route, lease)
 
     def try_acquire(self, route: str | None = None) -> Permit | None:
         """Take a place at once if one is free and nobody is waiting; else None."""
-        if not self._queue and self._admissible_now(route):
-            return self._admit(route)
+        with self._lock:
+            if not self._queue and self._admissible_now(route):
+                return self._admit(route)
         return None
 
     def release(self, permit: Permit, observation: Observation | None = None) -> None:
@@ -135,23 +155,27 @@ class Throttle:
         """
         if permit.released:
             return
-        self.model.settle(permit, observation, self._now())
-        self._notify()
+        with self._lock:
+            self.model.settle(permit, observation, self._now())
+            self._wake_head()
 
     async def aclose(self) -> None:
         """Release what the throttle holds; nothing for an in-process one."""
 
     def pause_remaining(self) -> float:
         """Seconds until one request fits if none in flight ended (0.0 when one fits now)."""
-        return self.model.pause_remaining(self._now())
+        with self._lock:
+            return self.model.pause_remaining(self._now())
 
     def estimate(self) -> ThrottleEstimate:
         """Return what the throttle currently believes about the bucket."""
-        return self.model.estimate(self._now())
+        with self._lock:
+            return self.model.estimate(self._now())
 
     def route_cost(self, route: str | None) -> float | None:
         """The moving average of ``X-Request-Cost`` for *route*, if any was seen."""
-        return self.model.route_cost(route)
+        with self._lock:
+            return self.model.route_cost(route)
 
     def eta(self, calls: int, route: str | None = None) -> float:
         """Estimate the seconds the bucket needs to absorb *calls* more calls of *route*.
@@ -159,7 +183,8 @@ class Throttle:
         The bound comes from cost alone: what does not fit in the headroom must
         leak out at ``outflow``. It ignores latency, so it is a lower bound.
         """
-        return self.model.eta(calls, self._now(), route)
+        with self._lock:
+            return self.model.eta(calls, self._now(), route)
 
     # ----------------------------------------------------------------- internals
 
@@ -179,9 +204,15 @@ class Throttle:
 
         Returns the shared lease backing the place, if the state is shared.
         """
-        while (delay := self.model.delay(self._now(), route)) > 0:
+        while (delay := self._delay(route)) > 0:
             await self._wait_for_change(delay)
         return None
+
+    def _delay(self, route: str | None) -> float:
+        with self._lock:
+            # A change before this check is seen by it.
+            self._missed = False
+            return self.model.delay(self._now(), route)
 
     async def _wait_for_change(self, seconds: float | None) -> None:
         """Wait until a place is released here, or *seconds* pass (None or inf: no timer).
@@ -194,7 +225,13 @@ class Throttle:
             self._skipped += seconds
             await asyncio.sleep(0)
             return
-        self._changed = changed = asyncio.get_running_loop().create_future()
+        changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            if self._missed:
+                # Released in another thread since this waiter last looked.
+                self._missed = False
+                return
+            self._changed = changed
         waiters: set[asyncio.Future[Any]] = {changed}
         sleeper = None
         if timed:
@@ -206,23 +243,52 @@ class Throttle:
         finally:
             if sleeper is not None:
                 sleeper.cancel()
+            with self._lock:
+                if self._changed is changed:
+                    self._changed = None
 
     def _admit(self, route: str | None, lease: str | None = None) -> Permit:
         return self.model.admit(self._now(), route, lease)
 
     def _leave_queue(self, turn: asyncio.Future[None]) -> None:
-        was_head = bool(self._queue) and self._queue[0] is turn
-        try:
-            self._queue.remove(turn)
-        except ValueError:
-            return
-        if was_head:
-            self._promote_next()
+        with self._lock:
+            was_head = bool(self._queue) and self._queue[0] is turn
+            try:
+                self._queue.remove(turn)
+            except ValueError:
+                return
+            if was_head:
+                self._promote_next()
 
     def _promote_next(self) -> None:
         if self._queue and not self._queue[0].done():
-            self._queue[0].set_result(None)
+            _wake(self._queue[0])
 
     def _notify(self) -> None:
-        if self._changed is not None and not self._changed.done():
-            self._changed.set_result(None)
+        """Wake the waiter at the head, whichever thread its loop runs in."""
+        with self._lock:
+            self._wake_head()
+
+    def _wake_head(self) -> None:
+        """:meth:`_notify` with the lock held."""
+        changed, self._changed = self._changed, None
+        if changed is None:
+            self._missed = True
+        else:
+            _wake(changed)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    """Resolve *future* now if its loop runs this thread, else through that loop."""
+    loop = future.get_loop()
+    if asyncio.events._get_running_loop() is loop:
+        _resolve(future)
+        return
+    # A closed loop has nobody waiting any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
