@@ -23,6 +23,8 @@ breaker opens during the window and closes after it.
 
 With ``--redis``: 4 processes share one token through Redis (each a
 quarter of the calls) and ``redis-server`` is killed for 20 s mid-run.
+Their circuit breaker is shared through Redis too (``RedisCircuit``): one
+process opens it for all, and while Redis is down each decides locally.
 
 Run: ``python benchmarks/soak.py`` (>= 10 minutes; results
 ``results/soak.json`` and ``results/soak.png``), ``--quick`` (~60 s, 3,000
@@ -308,6 +310,7 @@ async def run_client(
         "late": late[:20],
         "breaker_opened": estimate.opened if estimate else 0,
         "breaker_final": estimate.state.value if estimate else None,
+        "breaker_kind": type(canvas.breaker).__name__,
         "circuit_events": handler.events,
         "samples": samples,
     }
@@ -356,6 +359,12 @@ def verdict(plan: Plan, client: dict[str, Any], stats: dict[str, Any]) -> dict[s
         "tasks_max_after_warmup": max(s["tasks"] for s in after),
         "breaker_opened_in_window": opened_in_window,
         "breaker_closed_at_end": client["breaker_final"] == "closed",
+        "breaker_kind": client.get("breaker_kind"),
+        # Openings this process decided (a shared circuit: one process opens it for all).
+        "breaker_openings_here": sum(
+            event.get("event") == "canvas.circuit_opened" and event.get("reason") != "probe_failed"
+            for event in client["circuit_events"]
+        ),
     }
     numbers["targets_met"] = (
         numbers["lost_calls"] == 0

@@ -25,6 +25,7 @@ from resilient_canvas._oauth import RefreshToken
 from resilient_canvas._otel import install_if_available as _install_otel
 from resilient_canvas._policy import BudgetSettings, RetryBudget, RetryPolicy
 from resilient_canvas._reconcile import CheckReader, Reconciler, Write
+from resilient_canvas._redis_circuit import RedisCircuit
 from resilient_canvas._redis_throttle import RedisThrottle
 from resilient_canvas._registry import clear_throttles, close_throttles, throttle_for
 from resilient_canvas._retry import raise_for_canvas_status, resilient
@@ -105,6 +106,7 @@ __all__ = [
     "RateLimitExceeded",
     "ReadTimeout",
     "Reconciler",
+    "RedisCircuit",
     "RedisThrottle",
     "RefreshToken",
     "RequestTimeout",

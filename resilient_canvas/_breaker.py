@@ -16,8 +16,11 @@ gradually (slow start: the number in flight doubles every
 ``release_duration / 10``); one that fails reopens it with a break twice as
 long, up to ``max_break_duration``.
 
-No asyncio, no I/O: the async shell that holds calls is ``_circuit``, and a
-shared (Redis) implementation only needs to satisfy :class:`Circuit`.
+No asyncio, no I/O: the async shell that holds calls is ``_circuit``. The
+decisions are functions of a :class:`CircuitData` (:func:`open_reason`,
+:func:`trip`, :func:`start_probe`, :func:`held`, :func:`end_probe`,
+:func:`release_limit`), so that the shared circuit (``_redis_circuit``), whose
+state lives in Redis, decides exactly as the in-process one does.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import enum
 import math
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from resilient_canvas._errors import (
@@ -78,6 +81,9 @@ class BreakerSettings:
             doubles the wait up to this.
         release_duration: Seconds over which held calls are released after
             a successful probe.
+        probe_timeout: Seconds after which a probe that has not reported
+            (its caller gave up before sending it, or its process was killed)
+            no longer blocks the next one; the default attempt timeout.
     """
 
     failure_ratio: float = 0.5
@@ -87,6 +93,7 @@ class BreakerSettings:
     break_duration: float = 5.0
     max_break_duration: float = 30.0
     release_duration: float = 5.0
+    probe_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         # A ratio of 0 would open on the first outcome; above 1 never opens.
@@ -94,7 +101,7 @@ class BreakerSettings:
             raise ValueError(f"failure_ratio must be in (0, 1], not {self.failure_ratio}.")
         if self.minimum_throughput < 1 or self.consecutive_failures < 1:
             raise ValueError("minimum_throughput and consecutive_failures must be at least 1.")
-        for name in ("window", "break_duration", "release_duration"):
+        for name in ("window", "break_duration", "release_duration", "probe_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)!r}.")
         if self.max_break_duration < self.break_duration:
@@ -112,6 +119,8 @@ class Admission:
         wait: Seconds after which asking again may succeed, if *go* is false.
         next_probe_in: Seconds until the next probe is due, if the circuit is open.
         down_for: Seconds since the circuit opened, if it is not closed.
+        probe_number: Which probe this is (the circuit's probe count when it
+            was granted): only the current probe's answer decides.
     """
 
     go: bool
@@ -120,7 +129,11 @@ class Admission:
     wait: float = 0.0
     next_probe_in: float | None = None
     down_for: float = 0.0
+    probe_number: int = 0
 
+
+#: How soon a held call asks again when no time is known (a probe in flight, a ramp).
+POLL = 0.05
 
 #: The answer in the common case, built once: a closed circuit costs nothing per call.
 ADMITTED = Admission(True)
@@ -208,18 +221,168 @@ def outcome_of(error: BaseException | None) -> Outcome:
     return Outcome.IGNORED
 
 
-class _Window:
-    """Outcome counts over the last *span* seconds, in ten buckets (O(1) memory)."""
+@dataclass(slots=True)
+class CircuitData:
+    """What the decisions read and change: in memory, or in Redis for a shared circuit.
 
-    _BUCKETS = 10
+    Times are on the circuit's clock (Redis's for a shared one). The outcome
+    counts are not here: they arrive as arguments (a window in memory, or
+    counters in Redis).
+
+    Attributes:
+        state: Closed, open or half-open.
+        opened_at: When the circuit last opened.
+        next_probe_at: When the next probe may go, while open.
+        probe_until: When the probe in flight stops blocking the next one.
+        break_s: The current wait between probes (doubles on each failed probe).
+        closed_at: When the last release began; None once it is over.
+        opened: Times the circuit has opened.
+        probes: Probes granted.
+    """
+
+    state: CircuitState = CircuitState.CLOSED
+    opened_at: float = 0.0
+    next_probe_at: float = 0.0
+    probe_until: float = 0.0
+    break_s: float = 0.0
+    closed_at: float | None = None
+    opened: int = 0
+    probes: int = 0
+
+
+# ------------------------------------------------------------------ decisions
+# Pure functions of the settings, the state and the time: the in-process
+# breaker applies them under its lock, the shared one to the state it read
+# from Redis before writing the result back atomically.
+
+
+def open_reason(settings: BreakerSettings, streak: int, failures: int, total: int) -> str | None:
+    """Why the outcomes so far open a closed circuit, or None if they do not."""
+    if streak >= settings.consecutive_failures:
+        return "consecutive_failures"
+    if total >= settings.minimum_throughput and failures >= settings.failure_ratio * total:
+        return "failure_ratio"
+    return None
+
+
+def trip(settings: BreakerSettings, data: CircuitData, now: float) -> None:
+    """Open the circuit at *now*: the first probe after ``break_duration``."""
+    data.state = CircuitState.OPEN
+    data.opened_at = now
+    data.break_s = settings.break_duration
+    data.next_probe_at = now + data.break_s
+    data.closed_at = None
+    data.opened += 1
+
+
+def start_probe(settings: BreakerSettings, data: CircuitData, now: float) -> str | None:
+    """Make the caller the probe if one is due; return why, or None.
+
+    A probe is due when the break has elapsed, or when the probe in flight
+    has not reported within ``probe_timeout`` (its caller never sent it, or
+    its process was killed): a lost probe must not hold calls forever.
+    """
+    if data.state is CircuitState.OPEN and now >= data.next_probe_at:
+        reason = "break_elapsed"
+    elif data.state is CircuitState.HALF_OPEN and now >= data.probe_until:
+        reason = "probe_expired"
+    else:
+        return None
+    data.state = CircuitState.HALF_OPEN
+    data.probes += 1
+    data.probe_until = now + settings.probe_timeout
+    return reason
+
+
+def probe_admission(data: CircuitData, now: float) -> Admission:
+    """The admission of the probe :func:`start_probe` just granted."""
+    return Admission(True, probe=True, down_for=now - data.opened_at, probe_number=data.probes)
+
+
+def held(data: CircuitData, now: float) -> Admission:
+    """The answer to a call that must wait: until the probe is due, or briefly while probing."""
+    if data.state is CircuitState.OPEN:
+        wait = data.next_probe_at - now
+        return Admission(False, wait=wait, next_probe_in=wait, down_for=now - data.opened_at)
+    # Half-open: the probe's answer decides; look again shortly.
+    return Admission(False, wait=POLL, down_for=now - data.opened_at)
+
+
+def end_probe(
+    settings: BreakerSettings, data: CircuitData, now: float, outcome: Outcome
+) -> str | None:
+    """Apply the answer of the probe in flight; return the transition's reason, if any."""
+    if outcome is Outcome.SUCCESS:
+        data.state = CircuitState.CLOSED
+        data.closed_at = now
+        return "probe_succeeded"
+    data.state = CircuitState.OPEN
+    if outcome is Outcome.IGNORED:
+        # The probe was cancelled or never reached Canvas: let another go now.
+        data.next_probe_at = now
+        return None
+    data.break_s = min(2 * data.break_s, settings.max_break_duration)
+    data.next_probe_at = now + data.break_s
+    return "probe_failed"
+
+
+def release_limit(settings: BreakerSettings, data: CircuitData, now: float) -> int | None:
+    """How many released calls may be in flight now; None once the release is over.
+
+    Slow start: 1 in flight at first, doubling ten times over the release.
+    """
+    if data.closed_at is None:
+        return None
+    elapsed = now - data.closed_at
+    if elapsed >= settings.release_duration:
+        data.closed_at = None
+        return None
+    return int(2 ** math.floor(10 * elapsed / settings.release_duration))
+
+
+def is_current_probe(data: CircuitData, admission: Admission) -> bool:
+    """Whether *admission* is the probe in flight (a late, superseded one decides nothing)."""
+    return data.state is CircuitState.HALF_OPEN and admission.probe_number == data.probes
+
+
+def transition_of(
+    data: CircuitData, now: float, reason: str, failures: int, total: int, waits: int
+) -> Transition:
+    """The report of a change of state to ``data.state``."""
+    return Transition(
+        state=data.state,
+        reason=reason,
+        failures=failures,
+        total=total,
+        down_for_s=round(now - data.opened_at, 3),
+        waits=waits,
+    )
+
+
+class Window:
+    """Outcome counts over the last *span* seconds, in ten buckets (O(1) memory).
+
+    The bucket arithmetic is shared with the Redis circuit, which keeps the
+    same buckets as counters in Redis (:meth:`bucket_of`, :meth:`oldest`).
+    """
+
+    BUCKETS = 10
 
     def __init__(self, span: float) -> None:
-        self._width = span / self._BUCKETS
-        self._slots: list[list[int]] = [[-1, 0, 0] for _ in range(self._BUCKETS)]
+        self.width = span / self.BUCKETS
+        self._slots: list[list[int]] = [[-1, 0, 0] for _ in range(self.BUCKETS)]
+
+    def bucket_of(self, now: float) -> int:
+        """The index of the bucket *now* falls in."""
+        return int(now // self.width)
+
+    def oldest(self, now: float) -> int:
+        """The index of the oldest bucket still within the window at *now*."""
+        return self.bucket_of(now) - self.BUCKETS + 1
 
     def add(self, now: float, failed: bool) -> None:
-        index = int(now // self._width)
-        slot = self._slots[index % self._BUCKETS]
+        index = self.bucket_of(now)
+        slot = self._slots[index % self.BUCKETS]
         if slot[0] != index:
             slot[0], slot[1], slot[2] = index, 0, 0
         slot[1] += 1
@@ -227,9 +390,13 @@ class _Window:
 
     def counts(self, now: float) -> tuple[int, int]:
         """Return ``(failures, total)`` within the window."""
-        oldest = int(now // self._width) - self._BUCKETS + 1
+        return self.sum(self._slots, now)
+
+    def sum(self, slots: Iterable[Sequence[int]], now: float) -> tuple[int, int]:
+        """``(failures, total)`` of ``(index, total, failures)`` *slots* within the window."""
+        oldest = self.oldest(now)
         total = failures = 0
-        for index, count, failed in self._slots:
+        for index, count, failed in slots:
             if index >= oldest:
                 total += count
                 failures += failed
@@ -247,6 +414,8 @@ class CircuitBreaker:
         settings: Thresholds and timings.
         clock: Time source (inject a fake one in tests).
         name: The origin, for logs.
+        data: The state to start from (a shared circuit that lost Redis hands
+            over what it knew); closed by default.
     """
 
     def __init__(
@@ -255,29 +424,26 @@ class CircuitBreaker:
         *,
         clock: Clock = time.monotonic,
         name: str = "",
+        data: CircuitData | None = None,
     ) -> None:
         self.settings = settings or BreakerSettings()
         self.name = name
         self._clock = clock
         self._lock = threading.Lock()
-        self._window = _Window(self.settings.window)
-        self._state = CircuitState.CLOSED
-        self._opened_at = 0.0
-        self._next_probe_at = 0.0
-        self._break = self.settings.break_duration
-        self._closed_at: float | None = None
+        self._window = Window(self.settings.window)
+        self._data = replace(data) if data else CircuitData(break_s=self.settings.break_duration)
         self._ramp_in_flight = 0
-        self._opened = self._probes = self._waits = 0
+        self._waits = 0
         self._streak = 0
         self._pending: Transition | None = None
 
     def __repr__(self) -> str:
-        return f"CircuitBreaker({self.name!r}, state={self._state.value})"
+        return f"CircuitBreaker({self.name!r}, state={self._data.state.value})"
 
     @property
     def state(self) -> CircuitState:
         """The current state."""
-        return self._state
+        return self._data.state
 
     # ------------------------------------------------------------- decisions
 
@@ -287,26 +453,20 @@ class CircuitBreaker:
         Returns:
             ``go`` to send (maybe as the probe), else when to ask again.
         """
+        data = self._data
         # The common case without the lock: closed and done releasing.
-        if self._state is CircuitState.CLOSED and self._closed_at is None:
+        if data.state is CircuitState.CLOSED and data.closed_at is None:
             return ADMITTED
         with self._lock:
             now = self._clock()
-            if self._state is CircuitState.CLOSED:
+            if data.state is CircuitState.CLOSED:
                 return self._admit_ramp(now)
-            if self._state is CircuitState.OPEN and now >= self._next_probe_at:
-                self._state = CircuitState.HALF_OPEN
-                self._probes += 1
-                self._pending = self._transition(now, "break_elapsed")
-                return Admission(True, probe=True, down_for=now - self._opened_at)
+            reason = start_probe(self.settings, data, now)
+            if reason is not None:
+                self._pending = self._transition(now, reason)
+                return probe_admission(data, now)
             self._waits += 1
-            if self._state is CircuitState.OPEN:
-                wait = self._next_probe_at - now
-                return Admission(
-                    False, wait=wait, next_probe_in=wait, down_for=now - self._opened_at
-                )
-            # Half-open: the probe's answer decides; look again shortly.
-            return Admission(False, wait=_POLL, down_for=now - self._opened_at)
+            return held(data, now)
 
     def finish(self, admission: Admission, outcome: Outcome) -> Transition | None:
         """Record how an admitted request ended.
@@ -320,10 +480,10 @@ class CircuitBreaker:
         with self._lock:
             now = self._clock()
             if admission.ramp:
-                self._ramp_in_flight -= 1
+                self._ramp_in_flight = max(0, self._ramp_in_flight - 1)
             if admission.probe:
-                return self._end_probe(now, outcome)
-            if outcome is Outcome.IGNORED or self._state is not CircuitState.CLOSED:
+                return self._end_probe(now, admission, outcome)
+            if outcome is Outcome.IGNORED or self._data.state is not CircuitState.CLOSED:
                 # Late answers to requests sent before the circuit opened decide nothing.
                 return None
             failed = outcome is Outcome.FAILURE
@@ -344,94 +504,73 @@ class CircuitBreaker:
         with self._lock:
             now = self._clock()
             failures, total = self._window.counts(now)
-            closed = self._state is CircuitState.CLOSED
-            return BreakerEstimate(
-                state=self._state,
-                failures=failures,
-                total=total,
-                down_for_s=0.0 if closed else round(now - self._opened_at, 3),
-                next_probe_in_s=(
-                    round(max(0.0, self._next_probe_at - now), 3)
-                    if self._state is CircuitState.OPEN
-                    else None
-                ),
-                opened=self._opened,
-                probes=self._probes,
-                waits=self._waits,
-            )
+            return estimate_of(self._data, now, failures, total, self._waits)
 
     # -------------------------------------------------------------- internals
 
     def _admit_ramp(self, now: float) -> Admission:
-        assert self._closed_at is not None
-        elapsed = now - self._closed_at
-        if elapsed >= self.settings.release_duration:
-            self._closed_at = None
+        limit = release_limit(self.settings, self._data, now)
+        if limit is None:
             return ADMITTED
-        # Slow start: 1 in flight at first, doubling ten times over the release.
-        limit = 2 ** math.floor(10 * elapsed / self.settings.release_duration)
         if self._ramp_in_flight >= limit:
             self._waits += 1
-            return Admission(False, wait=_POLL)
+            return Admission(False, wait=POLL)
         self._ramp_in_flight += 1
         return Admission(True, ramp=True)
 
     def _maybe_open(self, now: float) -> Transition | None:
         failures, total = self._window.counts(now)
-        if self._streak >= self.settings.consecutive_failures:
-            reason = "consecutive_failures"
-        elif (
-            total >= self.settings.minimum_throughput
-            and failures >= self.settings.failure_ratio * total
-        ):
-            reason = "failure_ratio"
-        else:
+        reason = open_reason(self.settings, self._streak, failures, total)
+        if reason is None:
             return None
         self._streak = 0
-        self._state = CircuitState.OPEN
-        self._opened_at = now
-        self._break = self.settings.break_duration
-        self._next_probe_at = now + self._break
-        self._closed_at = None
-        self._opened += 1
+        trip(self.settings, self._data, now)
         self._waits = 0
-        return self._transition(now, reason, failures, total)
+        return transition_of(self._data, now, reason, failures, total, self._waits)
 
-    def _end_probe(self, now: float, outcome: Outcome) -> Transition | None:
-        if outcome is Outcome.SUCCESS:
-            self._state = CircuitState.CLOSED
-            transition = self._transition(now, "probe_succeeded")
+    def _end_probe(self, now: float, admission: Admission, outcome: Outcome) -> Transition | None:
+        if not is_current_probe(self._data, admission):
+            # Superseded after its probe_timeout: another probe decides.
+            return None
+        reason = end_probe(self.settings, self._data, now, outcome)
+        if reason is None:
+            return None
+        transition = self._transition(now, reason)
+        if self._data.state is CircuitState.CLOSED:
             self._window.clear()
             self._streak = 0
-            self._closed_at = now
             self._ramp_in_flight = 0
-            return transition
-        self._state = CircuitState.OPEN
-        if outcome is Outcome.IGNORED:
-            # The probe was cancelled or never reached Canvas: let another go now.
-            self._next_probe_at = now
-            return None
-        self._break = min(2 * self._break, self.settings.max_break_duration)
-        self._next_probe_at = now + self._break
-        return self._transition(now, "probe_failed")
+        return transition
 
-    def _transition(self, now: float, reason: str, failures: int = 0, total: int = 0) -> Transition:
-        if not total:
-            failures, total = self._window.counts(now)
-        return Transition(
-            state=self._state,
-            reason=reason,
-            failures=failures,
-            total=total,
-            down_for_s=round(now - self._opened_at, 3),
-            waits=self._waits,
-        )
+    def _transition(self, now: float, reason: str) -> Transition:
+        failures, total = self._window.counts(now)
+        return transition_of(self._data, now, reason, failures, total, self._waits)
 
 
-#: How soon a held call asks again when no time is known (a probe in flight, a ramp).
-_POLL = 0.05
+def estimate_of(
+    data: CircuitData, now: float, failures: int, total: int, waits: int
+) -> BreakerEstimate:
+    """The snapshot of a circuit in *data* at *now*."""
+    closed = data.state is CircuitState.CLOSED
+    return BreakerEstimate(
+        state=data.state,
+        failures=failures,
+        total=total,
+        down_for_s=0.0 if closed else round(now - data.opened_at, 3),
+        next_probe_in_s=(
+            round(max(0.0, data.next_probe_at - now), 3)
+            if data.state is CircuitState.OPEN
+            else None
+        ),
+        opened=data.opened,
+        probes=data.probes,
+        waits=waits,
+    )
+
 
 _REGISTRY: dict[str, CircuitBreaker] = {}
+#: Circuits shared with other processes, by origin and backend (a Redis URL).
+_SHARED: dict[tuple[str, str], Circuit] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
@@ -450,13 +589,38 @@ def breaker_for(
         return breaker
 
 
-def breakers() -> dict[str, CircuitBreaker]:
-    """Every circuit of this process, by origin (for metrics)."""
+def shared_breaker_for(origin: str, backend: str, make: Callable[[], Circuit]) -> Circuit:
+    """Return the circuit of *origin* shared through *backend*, made once by *make*.
+
+    The registry of the shared circuits lives here, beside the in-process
+    one, so that :func:`breakers` and :func:`clear_breakers` cover both
+    without this module knowing about Redis.
+    """
     with _REGISTRY_LOCK:
-        return dict(_REGISTRY)
+        circuit = _SHARED.get((origin, backend))
+        if circuit is None:
+            circuit = _SHARED[origin, backend] = make()
+        return circuit
+
+
+def shared_breakers() -> list[Circuit]:
+    """Every circuit this process shares with others (to close them at shutdown)."""
+    with _REGISTRY_LOCK:
+        return list(_SHARED.values())
+
+
+def breakers() -> dict[str, Circuit]:
+    """Every circuit of this process, by origin (for metrics).
+
+    A shared circuit is listed under its origin unless an in-process one is.
+    """
+    with _REGISTRY_LOCK:
+        shared = {origin: circuit for (origin, _), circuit in _SHARED.items()}
+        return {**shared, **_REGISTRY}
 
 
 def clear_breakers() -> None:
-    """Forget every circuit (for tests)."""
+    """Forget every circuit, in-process and shared (for tests)."""
     with _REGISTRY_LOCK:
         _REGISTRY.clear()
+        _SHARED.clear()

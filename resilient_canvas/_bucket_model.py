@@ -49,6 +49,8 @@ from typing import Any
 
 from resilient_canvas._lattice import ReservationLattice
 
+#: Requests sent before any answer (see ``BucketModel.headerless_limit``).
+FIRST_BURST = 4
 #: Physical bounds of what a Canvas header may say (documented in docs/throttle.md).
 #: Values outside are garbage (or another system's header) and are ignored.
 MAX_HWM = 100_000.0
@@ -117,11 +119,13 @@ _NETWORK_QUANTILE = 0.9
 #: Fresh remaining steps between two measurements of a reservation by its lattice,
 #: and the least step taken as a change in requests: units, plus typical costs
 #: (others' costs settle between two answers unseen).
-_LATTICE_EVERY = 12
+_LATTICE_EVERY = 6
 _LATTICE_FLOOR_UNITS = 3.0
 _LATTICE_FLOOR_COSTS = 3.0
 #: Answers after which a drained-bucket sample's reservations are taken as known.
 _HWM_REWEIGHS = 200
+#: Such throttles after which a drained-bucket sample of hwm is dropped.
+_HWM_DOUBTS = 2
 #: After the count drained, answers show hwm for this long (then the leak blurs it).
 _DRAINED_FOR_S = 1.0
 #: Clean answers between probes, at first; doubled by a throttled probe.
@@ -286,19 +290,28 @@ class _RouteStats:
             oldest = self.order.popleft()
             del self.sorted[bisect.bisect_left(self.sorted, oldest)]
 
-    def service_low(self) -> float:
-        """A service time few requests of the route finish within (0 until enough were seen)."""
+    def trip_low(self) -> float:
+        """A round trip few answered requests of the route beat (0 until enough were seen)."""
         kept = self.sorted
         if len(kept) < _SERVICE_SAMPLES:
             return 0.0
         return kept[int((1 - _SERVICE_QUANTILE) * len(kept))]
 
-    def service_high(self) -> float:
-        """A service time few requests of the route exceed (inf until enough were seen)."""
+    def ended_between(self, seen: float, by: float) -> float:
+        """Chance a request unanswered after *seen* seconds has a round trip of at most *by*.
+
+        From the route's latest round trips (0 until enough were seen).
+        """
         kept = self.sorted
-        if len(kept) < _SERVICE_SAMPLES:
-            return math.inf
-        return kept[min(len(kept) - 1, math.ceil(_SERVICE_QUANTILE * len(kept)))]
+        if len(kept) < _SERVICE_SAMPLES or by <= seen:
+            return 0.0
+        n = len(kept)
+        alive = n - bisect.bisect_right(kept, max(0.0, seen))
+        if alive <= 0:
+            # Older than any seen: a straggler, still there as far as we know.
+            return 0.0
+        ended = bisect.bisect_right(kept, by) - (n - alive)
+        return max(0.0, ended / alive)
 
 
 def _ema(mean: float | None, var: float, sample: float) -> tuple[float, float]:
@@ -475,6 +488,8 @@ class BucketModel:
         #: The latest drained-bucket answer: hwm = base + sum(h[i] * x[i]).
         self._drain_sample: tuple[float, dict[int, float]] | None = None
         self._reweighs_left = 0
+        #: Throttles (not probes) while hwm stood above every remaining seen.
+        self._hwm_doubts = 0
         self._observed = 0
         #: The largest remaining any answer showed (hwm is at least that).
         self._highest = -math.inf
@@ -498,6 +513,7 @@ class BucketModel:
         self._last_probe: tuple[float, str | None] | None = None
         self._outliers = 0
         self._answers = 0
+        self._any_answer = False
         self._since_throttle = 0
         self._probe_cooldown = _PROBE_COOLDOWN
         self._warned_header = False
@@ -524,6 +540,20 @@ class BucketModel:
     def outflow(self) -> float:
         """The estimated leak rate, in units per second."""
         return self._outflow.mean
+
+    @property
+    def headerless_limit(self) -> int:
+        """Requests in flight allowed without quota headers.
+
+        Before any answer, the first burst: no more than an install whose
+        reservation is a quarter of its hwm admits from idle (hwm 500 with
+        up_front_cost 120 fits four), so a short job is not throttled before
+        it has learned anything. Once answers came without headers, the
+        configured concurrency.
+        """
+        if not self._any_answer:
+            return min(self.config.headerless_in_flight, FIRST_BURST)
+        return self.config.headerless_in_flight
 
     @property
     def headers_seen(self) -> bool:
@@ -570,7 +600,7 @@ class BucketModel:
         if n >= self.config.max_in_flight or (self._cap is not None and n >= self._cap):
             return math.inf
         if self._anchor is None:
-            return 0.0 if n < self.config.headerless_in_flight else math.inf
+            return 0.0 if n < self.headerless_limit else math.inf
         free, doubt = self._free(now, route)
         shortfall = self._safety(doubt) - free
         # Canvas refuses at count >= hwm: room exactly zero is no room.
@@ -662,6 +692,7 @@ class BucketModel:
             self._active.remove(permit)
         except ValueError:
             return
+        self._any_answer = self._any_answer or observation is not None
         remaining, cost = self._checked(observation)
         throttled = observation is not None and observation.throttled
         if cost is not None:
@@ -722,7 +753,7 @@ class BucketModel:
         """How many requests the model would allow in flight at once now."""
         c = self.config
         if self._anchor is None:
-            limit = c.headerless_in_flight
+            limit = self.headerless_limit
         else:
             free, doubt = self._free(now, None)
             room = free - self._safety(doubt)
@@ -819,32 +850,33 @@ class BucketModel:
         cap = max(self._hwm, self._anchor or 0.0)
         leaking = min(now - self._anchor_at, max(0.0, cap - (self._anchor or 0.0)) / self.outflow)
         variance = self._outflow.var * leaking**2
-        # Whether a request has ended with its answer on the way can only be
-        # told where the network delay is known apart from the work.
-        round_trip = 2 * self._one_way if self._costs_are_seconds else 0.0
+        # The network's least round trip, known only from throttled answers
+        # (no work in them). Round trip less cost is no lower bound (cost is
+        # CPU and database time, not the waiting): without a throttled one,
+        # no request is taken as ended before its answer.
+        least_trip = min(self._network_trips, default=0.0)
         anchored = self._anchor_set
         for permit in self._active:
             stats = self._stats_of(permit.route)
             up_front = self.up_front_for(permit.route)
             cost = stats.cost or 0.0
-            # Past its route's usual service time but unanswered for less than
-            # a round trip, it has probably ended at the server with its
-            # answer on the way: refunded, its cost charged. Past that it is a
-            # straggler still there.
-            elapsed = now - permit.admitted_at
-            high = stats.service_high()
-            if high <= elapsed < high + round_trip:
-                free -= cost
-                variance += stats.cost_var
-                if id(permit) in anchored:
-                    free += up_front
-                    _add(h, permit, -1.0)
-                continue
             free -= stats.excess
             variance += stats.excess_var
-            if id(permit) not in anchored:
-                free -= up_front
-                _add(h, permit, 1.0)
+            # It ends at the server before a request sent now arrives if its
+            # round trip is within two transits of its age (its answer's and
+            # ours); each is at least half the least throttled round trip.
+            age = now - permit.admitted_at
+            ended = stats.ended_between(age, age + least_trip)
+            variance += ended * (1 - ended) * up_front * up_front
+            if id(permit) in anchored:
+                # Counted by the anchor: ending gives the reservation back.
+                free += ended * (up_front - cost)
+                _add(h, permit, -ended)
+            else:
+                # Sent since the anchor (or in doubt): it holds its reservation
+                # by the time ours arrives unless it ends first (then its cost).
+                free -= (1 - ended) * up_front + ended * cost
+                _add(h, permit, 1 - ended)
         return free, variance + f.variance(h)
 
     def _safety(self, variance: float) -> float:
@@ -947,14 +979,13 @@ class BucketModel:
         self._timings += 1
         self._one_way = self._rtt_floor / 2
         if not throttled:
-            # Where the delay is not known from costs, the whole round trip
-            # stands for the work: a request is never taken as ended too early.
-            delay = 2 * self._one_way if self._costs_are_seconds else 0.0
-            service = max(0.0, rtt - delay)
+            # Round trips, not service times: the delay subtracted would be an
+            # upper bound (cost is at most the work), so a service time made
+            # from it could end a request too early.
             stats = self._stats.get(permit.route) if permit.route else None
             if stats is not None:
-                stats.add_service(service)
-            self._default_stats.add_service(service)
+                stats.add_service(rtt)
+            self._default_stats.add_service(rtt)
 
     def _settled_after(self) -> float:
         """Age past which a request of ours is surely at Canvas and was not throttled.
@@ -985,15 +1016,17 @@ class BucketModel:
         not_before = round_trip * (1 - _DELAY_DOUBT) - self._send_lag
         if self._timings < _TIMINGS_TRUSTED:
             not_before = -math.inf
-        jittery = self._network_jitter() > _SEND_LAG_S
+        jitter = self._network_jitter()
+        jittery = jitter > _SEND_LAG_S
         at_server: list[Permit] = []
         doubtful: list[Permit] = []
         for permit in self._active:
             elapsed = now - permit.admitted_at
             # Sent before the answered one, by a margin: two requests sent at
-            # once may reach Canvas in either order.
-            sent_before = permit.admitted_at <= answered.admitted_at - self._send_lag
-            if jittery and elapsed >= round_trip + self._stats_of(permit.route).service_low():
+            # once may reach Canvas in either order, and where transits differ
+            # one sent earlier may arrive later.
+            sent_before = permit.admitted_at <= answered.admitted_at - self._send_lag - jitter
+            if jittery and elapsed >= self._stats_of(permit.route).trip_low():
                 # Where answers' transits differ, one may have ended at the
                 # server before this answer was computed, its own answer
                 # slower on the way: counted by Canvas as nothing held.
@@ -1200,6 +1233,8 @@ class BucketModel:
         if permit.probe:
             # The probe found the edge: charge the estimate, and probe less often.
             self._probe_cooldown = min(5000, self._probe_cooldown * 2)
+        elif self._learn and self._drain_sample is not None:
+            self._doubt_drain_sample()
         h = {k: -v for k, v in self._reserved_vector([permit]).items()}
         if self._learn and self._filter.value(h) < remaining:
             # Another request may have settled between Canvas's check and its
@@ -1217,6 +1252,23 @@ class BucketModel:
             in_flight_limit=self.in_flight_limit(now),
             probe=permit.probe,
         )
+
+    def _doubt_drain_sample(self) -> None:
+        """Drop a drained-bucket hwm above every remaining seen once throttles contradict it.
+
+        The sample adds back our reservations at the server; one counted there
+        that had ended (its answer slow on the wire) raises hwm by a whole
+        reservation, and every later admission overshoots. ``remaining <= hwm``
+        is the one fact no timing can bend: fall back to it.
+        """
+        if self._hwm <= self._highest + 0.5 * self.up_front_cost:
+            return
+        self._hwm_doubts += 1
+        if self._hwm_doubts >= _HWM_DOUBTS:
+            self._hwm_doubts = 0
+            self._drain_sample = None
+            self._reweighs_left = 0
+            self._reweigh_hwm()
 
     def _without_headers(
         self, permit: Permit, throttled: bool, cost: float | None, now: float

@@ -25,7 +25,7 @@ from resilient_canvas import _files, _graphql, _sis
 from resilient_canvas._agent import build_user_agent
 from resilient_canvas._api import ContentFactory
 from resilient_canvas._body import read_body, read_error_body, too_large
-from resilient_canvas._breaker import Circuit, breaker_for
+from resilient_canvas._breaker import Circuit
 from resilient_canvas._bulk import BulkProgress, BulkResult, run_bulk
 from resilient_canvas._checks import BUILTIN_RECONCILERS, IDEMPOTENCY_ROUTES, known_idempotency
 from resilient_canvas._encoding import Params, encode_params
@@ -42,7 +42,7 @@ from resilient_canvas._policy import RetryPolicy, Seconds
 from resilient_canvas._policy import seconds as in_seconds
 from resilient_canvas._reconcile import Described, Reconciler, Settle, Write, raise_again
 from resilient_canvas._reconcile import reconcile as reconcile_write
-from resilient_canvas._registry import budget_for, throttle_for
+from resilient_canvas._registry import budget_for, circuit_for, throttle_for
 from resilient_canvas._retry import CallInfo, Clock, Sleep, call_with_retries
 from resilient_canvas._secret import AccessToken
 from resilient_canvas._sis import SisImportResult
@@ -196,10 +196,14 @@ class CanvasClient:
         clock: Time source for deadlines (inject a fake one in tests).
         sleep: How waits pass.
         redis_url: With the shared throttle, keep its state in Redis so that
-            every process using this token paces together.
+            every process using this token paces together; the shared
+            circuit breaker then lives there too, for every process on the
+            origin.
         breaker: ``"shared"`` (default) holds calls while this Canvas origin
             is down, with the circuit breaker every client on the origin
-            shares; a :class:`CircuitBreaker` uses that one; None disables it.
+            shares (through Redis when the throttle is a
+            :class:`RedisThrottle`); a :class:`CircuitBreaker` uses that one;
+            None disables it.
         max_body_size: Largest response body read, in bytes once decoded
             (32 MiB); a larger one raises ``InvalidResponse`` instead of
             filling memory. Error bodies keep only their first 64 KiB.
@@ -272,8 +276,11 @@ class CanvasClient:
         #: Shared by every client of this token on this Canvas, so an outage
         #: cannot turn into a retry storm.
         self.budget = budget_for(base, self._token.identity.reveal(), self.policy.budget)
-        #: The origin's circuit breaker: holds calls while Canvas is down.
-        self.breaker = breaker_for(self._origin, clock=clock) if breaker == "shared" else breaker
+        #: The origin's circuit breaker: holds calls while Canvas is down;
+        #: shared through Redis when the throttle is.
+        self.breaker = (
+            circuit_for(self._origin, self.throttle, clock) if breaker == "shared" else breaker
+        )
         self.per_page = per_page
         self.max_body_size = max_body_size
         self._timeout = client_timeout(timeout)

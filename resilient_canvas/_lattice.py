@@ -31,7 +31,7 @@ import math
 
 #: Steps kept, and the least number of significant ones before any estimate.
 _STEPS_KEPT = 48
-_MIN_STEPS = 8
+_MIN_STEPS = 6
 #: Only answers this close in time make a step (the leak's error grows with the gap).
 _MAX_GAP_S = 0.5
 #: Fraction of significant steps a spacing must fit.

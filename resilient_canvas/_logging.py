@@ -31,6 +31,8 @@ THROTTLE_DEGRADED = "canvas.throttle_degraded"
 CIRCUIT_OPENED = "canvas.circuit_opened"
 CIRCUIT_HALF_OPEN = "canvas.circuit_half_open"
 CIRCUIT_CLOSED = "canvas.circuit_closed"
+CIRCUIT_DEGRADED = "canvas.circuit_degraded"
+CIRCUIT_REDIS_BACK = "canvas.circuit_redis_back"
 
 #: The stdlib logger events go to while structlog is unconfigured.
 stdlib_logger = logging.getLogger("resilient_canvas")
@@ -121,6 +123,11 @@ def throttle_degraded(**fields: Any) -> None:
 
 def throttle_event(event: str, *, level: str = "info", **fields: Any) -> None:
     """Log an event of the bucket model (``canvas.throttle_*``) at *level*."""
+    getattr(logger, level)(event, **_redacted(fields))
+
+
+def circuit_event(event: str, *, level: str = "info", **fields: Any) -> None:
+    """Log an event of a shared circuit's link to Redis (``canvas.circuit_*``) at *level*."""
     getattr(logger, level)(event, **_redacted(fields))
 
 

@@ -353,6 +353,11 @@ class RedisThrottle(Throttle):
         return f"RedisThrottle(key={self.name!r}, degraded={self.degraded})"
 
     @property
+    def redis_url(self) -> str:
+        """The Redis this throttle shares its bucket through (the client's breaker follows)."""
+        return self._url
+
+    @property
     def degraded(self) -> bool:
         """Whether Redis failed to answer in time and pacing is local until it does."""
         return self._degraded
@@ -419,7 +424,7 @@ class RedisThrottle(Throttle):
             return -1, _POLL_S
         if not self.model.headers_seen:
             # No quota header seen anywhere yet: the in-flight limit is shared.
-            limit = self.config.headerless_in_flight
+            limit = self.model.headerless_limit
             return (n, 0.0) if n < limit else (-1, _POLL_S)
         anchor_at = view.number("anchor_at")
         one_way = self.model.estimate(self._now()).one_way_delay_s

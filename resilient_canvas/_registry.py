@@ -12,11 +12,14 @@ while rotating OAuth tokens cannot grow memory without bound.
 from __future__ import annotations
 
 import collections
+import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from yarl import URL
 
+from resilient_canvas._breaker import Circuit, breaker_for
 from resilient_canvas._bucket_model import ThrottleConfig
 from resilient_canvas._http import origin_of, token_fingerprint
 from resilient_canvas._policy import BudgetSettings, RetryBudget
@@ -131,6 +134,22 @@ def budget_for(
     return budget
 
 
+def circuit_for(
+    origin: str, throttle: Throttle | None, clock: Callable[[], float] = time.monotonic
+) -> Circuit:
+    """Return the circuit breaker a client on *origin* shares: through Redis when its throttle is.
+
+    Keyed by origin, never by token: an outage is Canvas's. A client whose
+    clock is not the real one (tests) gives it to the shared circuit too.
+    """
+    url = getattr(throttle, "redis_url", None)
+    if not isinstance(url, str):
+        return breaker_for(origin, clock=clock)
+    from resilient_canvas._redis_circuit import redis_breaker_for
+
+    return redis_breaker_for(origin, url, clock=None if clock is time.monotonic else clock)
+
+
 def clear_throttles() -> None:
     """Forget every shared throttle and retry budget (for tests)."""
     _THROTTLES.clear()
@@ -138,8 +157,11 @@ def clear_throttles() -> None:
 
 
 async def close_throttles() -> None:
-    """Close every shared throttle's connections (Redis) and forget them; call at shutdown."""
+    """Close every shared throttle's and circuit's connections (Redis); call at shutdown."""
+    from resilient_canvas._redis_circuit import close_redis_breakers
+
     throttles = _THROTTLES.values()
     clear_throttles()
     for throttle in throttles:
         await throttle.aclose()
+    await close_redis_breakers()

@@ -480,7 +480,14 @@ async def _enter(
         # A free place is taken inline; only a wait needs the deadline-bounded path.
         permit = throttle.try_acquire(info.route) if throttle else None
         if permit is None and throttle is not None:
-            permit = await _place(throttle, info, deadline_left())
+            try:
+                permit = await _place(throttle, info, deadline_left())
+            except BaseException:
+                if breaker is not None and admission is not None:
+                    # Never sent: a probe admission must not hold the circuit
+                    # half-open until the probe timeout frees it.
+                    _circuit.finish(breaker, admission, Outcome.IGNORED)
+                raise
             if (
                 breaker is not None
                 and admission is ADMITTED

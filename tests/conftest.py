@@ -11,6 +11,9 @@ from resilient_canvas._config import set_testing
 from resilient_canvas._registry import clear_throttles
 from resilient_canvas.testing import CanvasSimulator, FakeClock, SimulatorSettings
 
+# The session's redis-server, for every test that names the fixture.
+from tests._redis_server import redis_url  # noqa: F401
+
 
 @pytest.fixture(autouse=True)
 def _reset_testing_mode() -> Iterator[None]:

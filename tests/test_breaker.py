@@ -16,6 +16,7 @@ from resilient_canvas import (
     CircuitState,
     RetryPolicy,
     Throttle,
+    ThrottleConfig,
     breaker_for,
 )
 from resilient_canvas import exceptions as exc
@@ -179,6 +180,53 @@ def test_cancelled_probe_lets_another_call_probe_at_once() -> None:
     clock.advance(5.0)
     breaker.finish(breaker.admit(), IGNORED)
     assert breaker.admit().probe
+
+
+def test_lost_probe_frees_the_circuit_after_probe_timeout() -> None:
+    """Regression: a probe never reported wedged the circuit half-open for good.
+
+    A probe's call can end before it is sent (its deadline passes while it
+    waits for a throttle place, or it is cancelled) without telling the
+    breaker; after ``probe_timeout`` another call probes, and the lost
+    probe's late answer decides nothing.
+    """
+    clock = FakeClock()
+    breaker = opened(clock)
+    clock.advance(5.0)
+    lost = breaker.admit()
+    clock.advance(BreakerSettings().probe_timeout - 0.1)
+    assert not breaker.admit().go
+    clock.advance(0.1)
+    second = breaker.admit()
+    assert (True, True, 2) == (lost.probe, second.probe, breaker.estimate().probes)
+    assert breaker.take_transition() is not None
+    breaker.finish(lost, OK)
+    assert CircuitState.HALF_OPEN == breaker.state
+    breaker.finish(second, OK)
+    assert CircuitState.CLOSED == breaker.state
+
+
+async def test_probe_that_never_got_a_throttle_place_frees_the_circuit_at_once() -> None:
+    """A probe whose deadline passes while it waits for a throttle place is no probe.
+
+    Regression: it left the circuit half-open until ``probe_timeout`` (30 s).
+    """
+    from resilient_canvas._retry import CallInfo, _enter
+
+    clock = FakeClock()
+    breaker = opened(clock)
+    clock.advance(5.0)
+    probe = breaker.admit()
+    full = Throttle(ThrottleConfig(max_in_flight=1))
+    held = full.try_acquire()
+
+    with pytest.raises(exc.CanvasException):
+        await _enter(breaker, probe, full, CallInfo(), lambda: 0.01, asyncio.sleep)
+    next_call = breaker.admit()
+
+    assert (True, True) == (probe.probe, next_call.probe)
+    assert held is not None
+    full.release(held)
 
 
 def test_successful_probe_closes_and_releases_gradually() -> None:

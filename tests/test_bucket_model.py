@@ -68,6 +68,27 @@ def test_reservation_is_learnt_over_a_jittery_network() -> None:
     assert world.throttled <= 0.03 * world.sent
 
 
+def test_hwm_raised_by_a_miscounted_drain_is_dropped_when_throttles_contradict_it() -> None:
+    """A drained-bucket hwm one reservation too high does not throttle a long run.
+
+    Regression: over a jittery network one request counted at the server had
+    ended (its answer slow on the wire); hwm was learnt as 920 for 800 and
+    stayed there, throttling 3% of a 1,000-call run.
+    """
+    world = World(
+        settings=ThrottleSettings(hwm=800.0, maximum=1000.0, up_front_cost=120.0),
+        one_way=0.05,
+        jitter=0.1,
+        service=uniform(0.24, 0.36),
+        cost=lambda rng: 0.18,
+        seed=2,
+    )
+    world.run(1000)
+
+    assert world.model.hwm <= 800.0 + 60.0
+    assert world.throttled <= 0.03 * world.sent
+
+
 @pytest.mark.parametrize(("truth", "prior"), [(3.0, 10.0), (20.0, 10.0), (10.0, 3.0)])
 def test_outflow_converges_from_a_wrong_prior_either_way(truth: float, prior: float) -> None:
     """Pairs of answers with the same requests at Canvas measure the leak rate."""
