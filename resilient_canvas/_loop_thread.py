@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import os
 import threading
 from collections.abc import Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -29,6 +30,9 @@ T = TypeVar("T")
 _WAKE_EVERY = 0.1
 #: Longest wait at exit for clients to close and the thread to end.
 _STOP_TIMEOUT = 5.0
+#: Longest wait, after Ctrl-C, for the abandoned call to unwind on the loop
+#: (give back its throttle place and its connection) before raising.
+_UNWIND_TIMEOUT = 1.0
 THREAD_NAME = "resilient-canvas-loop"
 
 
@@ -100,7 +104,9 @@ class LoopThread:
         """Run *coro* on the loop and block until it ends; return its result or raise its error.
 
         A KeyboardInterrupt (or any exception raised in this thread while it
-        waits) cancels the coroutine on the loop and propagates at once.
+        waits) cancels the coroutine on the loop and propagates as soon as
+        the coroutine has unwound (its throttle place and connection given
+        back), or after ``_UNWIND_TIMEOUT`` seconds, or at a second Ctrl-C.
 
         Raises:
             RuntimeError: When called from the loop's own thread (a callback
@@ -114,21 +120,29 @@ class LoopThread:
                 "thread (from an on_progress callback or an items iterator?): that would "
                 "deadlock. Call it from another thread."
             )
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop())
-        done = threading.Event()
-        future.add_done_callback(lambda _: done.set())
+        loop = self.loop()
+        call = _Call(coro)
+        try:
+            loop.call_soon_threadsafe(call.start)
+        except RuntimeError:  # the loop was closed meanwhile (interpreter exit)
+            coro.close()
+            raise
         try:
             # A timed wait: a signal interrupts it on POSIX, and elsewhere the
             # loop comes back to Python often enough to notice Ctrl-C.
-            while not done.wait(_WAKE_EVERY):
+            while not call.done.wait(_WAKE_EVERY):
                 pass
         except BaseException:
             # Ctrl-C (or SystemExit from a signal handler): the call is
             # abandoned; cancelling it frees its connection and its place in
-            # the throttle, and leaves the client usable.
-            future.cancel()
+            # the throttle, and leaves the client usable. Raised once that
+            # is done, so the caller's next call finds the client as it was.
+            with contextlib.suppress(RuntimeError):  # the loop stopped (exit)
+                loop.call_soon_threadsafe(call.cancel)
+            if call.done.wait(_UNWIND_TIMEOUT):
+                call.abandon()
             raise
-        return future.result()
+        return call.result()
 
     def submit(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Start *coro* on the loop without waiting (from any thread, the loop's own included)."""
@@ -179,6 +193,48 @@ class LoopThread:
 
 #: Objects inherited from the parent through fork, deliberately never finalized.
 _ABANDONED: list[object] = []
+
+
+class _Call(Generic[T]):
+    """One blocking call's coroutine, run as a task on the loop; its outcome for the caller."""
+
+    __slots__ = ("_coro", "_task", "cancelled", "done")
+
+    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+        self._coro = coro
+        self._task: asyncio.Task[T] | None = None
+        self.cancelled = False
+        #: Set on the loop when the task has ended, whatever the outcome.
+        self.done = threading.Event()
+
+    def start(self) -> None:
+        """On the loop: start the task (or drop the coroutine of a call cancelled first)."""
+        if self.cancelled:
+            self._coro.close()
+            self.done.set()
+            return
+        self._task = task = asyncio.get_running_loop().create_task(self._coro)
+        task.add_done_callback(lambda _: self.done.set())
+
+    def cancel(self) -> None:
+        """On the loop: cancel the task, or the start still to come."""
+        self.cancelled = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def result(self) -> T:
+        """In the caller's thread, once done: the task's result, or raise its error."""
+        task = self._task
+        if task is None or task.cancelled():
+            # Cancelled on the loop (it is stopping): as a concurrent future says it.
+            raise concurrent.futures.CancelledError
+        return task.result()
+
+    def abandon(self) -> None:
+        """In the caller's thread: an outcome nobody will read is not logged as lost."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled():
+            task.exception()
 
 
 def _serve(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:

@@ -34,6 +34,7 @@ from resilient_canvas.canvasapi import (
     install,
 )
 from resilient_canvas.testing import Fault, FaultSettings, SimulatorSettings
+from tests._interrupt import CAN_INTERRUPT, ctrl_c_when
 from tests._simulator_thread import ThreadedSimulator, simulator_thread
 from tests.test_sync import _costly_settings
 
@@ -281,6 +282,21 @@ def test_every_response_less_failure_class_is_mapped() -> None:
     }
 
     assert (set(), set()) == (unmapped, generic - {"GatewayTimeout"})
+
+
+@pytest.mark.skipif(not CAN_INTERRUPT, reason="needs POSIX signals")
+def test_ctrl_c_reaches_the_script_as_is_and_the_canvas_goes_on(sim: ThreadedSimulator) -> None:
+    """Ctrl-C in a canvasapi call raises KeyboardInterrupt, not a canvasapi error; then works on."""
+    _schedule(sim, {1: Fault.HANG})
+    canvas = install(_canvas(sim.base_url, sim.token))
+
+    with (
+        ctrl_c_when(lambda: sim.simulator.stats.in_flight > 0),
+        pytest.raises(KeyboardInterrupt),
+    ):
+        canvas.get_course(101)
+
+    assert 101 == canvas.get_course(101).id
 
 
 # ---------------------------------------------------------------- plumbing

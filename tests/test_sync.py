@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -35,6 +34,7 @@ from resilient_canvas.testing import (
     SimulatorSettings,
     ThrottleSettings,
 )
+from tests._interrupt import CAN_INTERRUPT, ctrl_c_when
 from tests._simulator_thread import ThreadedSimulator, simulator_thread
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -297,30 +297,18 @@ def test_works_inside_a_running_event_loop(canvas: CanvasClient) -> None:
     assert 101 == asyncio.run(handler())
 
 
-@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs POSIX signals")
+@pytest.mark.skipif(not CAN_INTERRUPT, reason="needs POSIX signals")
 def test_ctrl_c_interrupts_a_call_and_leaves_the_client_usable(sim: ThreadedSimulator) -> None:
     """SIGINT during a hanging call raises KeyboardInterrupt; the next call succeeds."""
     _schedule(sim, {1: Fault.HANG})
-    main = threading.main_thread().ident
-    assert main == threading.get_ident()
-    hanging = threading.Event()
-
-    def interrupt_when_hanging() -> None:
-        # Fire once the request is inside the simulator, so the signal lands
-        # while the main thread is blocked in the call.
-        while sim.simulator.stats.in_flight == 0:
-            hanging.wait(0.005)
-        assert main is not None
-        signal.pthread_kill(main, signal.SIGINT)
 
     with CanvasClient(sim.base_url, sim.token) as client:
-        interrupter = threading.Thread(target=interrupt_when_hanging)
-        interrupter.start()
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                client.get("courses/101")
-        finally:
-            interrupter.join()
+        # Fired once the request is inside the simulator: the main thread is blocked in the call.
+        with (
+            ctrl_c_when(lambda: sim.simulator.stats.in_flight > 0),
+            pytest.raises(KeyboardInterrupt),
+        ):
+            client.get("courses/101")
 
         assert 101 == client.get("courses/101")["id"]
         assert ClientState.OPENED == client.state
