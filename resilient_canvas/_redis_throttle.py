@@ -377,12 +377,14 @@ class RedisThrottle(Throttle):
         member = f"{self._worker}|{uuid.uuid4().hex}"
         races = 0
         while not self._degraded:
-            delay = self.model.delay(self._now(), route)
+            with self._lock:
+                delay = self.model.delay(self._now(), route)
             if delay > 0:
                 # Our own requests, the pause or the cut: only the model decides.
                 await self._wait_for_change(delay)
                 continue
-            most, wait = self._shared_room(route)
+            with self._lock:
+                most, wait = self._shared_room(route)
             if wait > 0 or races >= _RACES_BEFORE_POLL:
                 races = 0
                 await self._wait_for_change(max(wait, _POLL_S))
@@ -466,7 +468,8 @@ class RedisThrottle(Throttle):
             # (asyncio.wait_for) holding a lease. Honour the cancellation.
             raise asyncio.CancelledError
         admitted, view = _parse(reply)
-        self._absorb(view)
+        with self._lock:
+            self._absorb(view)
         return admitted
 
     def _absorb(self, view: _View) -> None:
@@ -506,7 +509,9 @@ class RedisThrottle(Throttle):
 
     def _settle_args(self, lease: str, observation: Observation | None) -> list[Any]:
         now = self._now()
-        estimate = self.model.estimate(now)
+        with self._lock:
+            estimate = self.model.estimate(now)
+            parameters = self.model.parameters()
         remaining = observation.remaining if observation is not None else None
         if remaining is not None and not (
             math.isfinite(remaining)
@@ -536,7 +541,7 @@ class RedisThrottle(Throttle):
             and now - self._published_at >= _PUBLISH_EVERY_S
         ):
             self._published_at = now
-            for name, value in self.model.parameters().items():
+            for name, value in parameters.items():
                 args += [name, repr(value)]
         return args
 
