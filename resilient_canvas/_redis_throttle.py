@@ -65,6 +65,11 @@ _BACKGROUND_TIMEOUT_S = 2.0
 #: How often a waiter that only another process can unblock asks Redis again.
 _POLL_S = 0.01
 _MAX_POLL_S = 0.2
+#: A waiter of another process older than ours by more than this goes first;
+#: its claim counts while it asked Redis this recently (waiters poll at most
+#: every _MAX_POLL_S while they wait for others).
+_FAIR_SLACK_S = 0.25
+_FAIR_FRESH_S = 1.0
 #: Refusals in a row (races with other processes) before a waiter polls.
 _RACES_BEFORE_POLL = 3
 #: Keys of a bucket nobody used for this long expire (learned values included).
@@ -103,7 +108,7 @@ local function sweep()
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
 end
 local function touch(ttl)
-  for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
 end
 local function view(admitted)
   local leases = {}
@@ -115,14 +120,47 @@ end
 """
 
 # ARGV: now, key_ttl_ms, worker, worker_ttl, member ('' = only read), lease_ttl,
-#       reservation, most leases to admit at, anchor sequence computed for
+#       reservation, most leases to admit at, anchor sequence computed for,
+#       since when this worker's head waiter waits ('' = none)
 ACQUIRE_SCRIPT = (
     _PRELUDE
     + """
+-- Another live worker whose head waiter waits longer by more than the slack
+-- goes first: without it, a process that keeps losing the race for a lease
+-- waits past its calls' deadlines. Entries not refreshed lately are waiters
+-- that stopped asking (admitted, cancelled, or waiting on their own model).
+local function behind(since)
+  local all = redis.call('HGETALL', KEYS[6])
+  for i = 1, #all, 2 do
+    if all[i] ~= ARGV[3] then
+      local theirs, seen, tried = string.match(all[i + 1], '^([^|]*)|([^|]*)|(.*)$')
+      theirs, seen, tried = tonumber(theirs), tonumber(seen), tonumber(tried)
+      if not seen or seen < now - FAIR_FRESH_S then
+        redis.call('HDEL', KEYS[6], all[i])
+      elseif theirs < since - FAIR_SLACK_S and tried and tried >= now - FAIR_FRESH_S then
+        -- Only a waiter that tried for a lease lately: one whose own model
+        -- holds it back must not hold the others back too.
+        return true
+      end
+    end
+  end
+  return false
+end
 sweep()
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[3])
 local admitted = 0
 local member = ARGV[5]
+local since = tonumber(ARGV[10])
+if since then
+  -- Published on every call of a waiting worker, with when it last tried.
+  local tried = now
+  if member == '' then
+    local mine = redis.call('HGET', KEYS[6], ARGV[3])
+    tried = mine and tonumber(string.match(mine, '|([^|]*)$')) or -1
+  end
+  local claim = tostring(since) .. '|' .. tostring(now) .. '|' .. tostring(tried)
+  redis.call('HSET', KEYS[6], ARGV[3], claim)
+end
 if member ~= '' then
   if redis.call('ZSCORE', KEYS[2], member) then
     admitted = 1
@@ -133,16 +171,18 @@ if member ~= '' then
     local n = redis.call('ZCARD', KEYS[2])
     local cap = tonumber(s[2])
     if now >= (tonumber(s[1]) or 0) and (not cap or n < cap)
-        and n <= tonumber(ARGV[8]) and (s[3] or '0') == ARGV[9] then
+        and n <= tonumber(ARGV[8]) and (s[3] or '0') == ARGV[9]
+        and not (since and behind(since)) then
       redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), member)
       redis.call('HSET', KEYS[3], member, tostring(now) .. '|' .. ARGV[7])
+      redis.call('HDEL', KEYS[6], ARGV[3])
       admitted = 1
     end
   end
 end
 touch(ARGV[2])
 return view(admitted)
-"""
+""".replace("FAIR_FRESH_S", repr(_FAIR_FRESH_S)).replace("FAIR_SLACK_S", repr(_FAIR_SLACK_S))
 )
 
 # ARGV: now, key_ttl_ms, worker, worker_ttl, member, remaining ('' = none),
@@ -330,7 +370,7 @@ class RedisThrottle(Throttle):
         self._injected_client = redis_client
         self._keys = [
             f"resilient_canvas:{key}:{part}"
-            for part in ("state", "leases", "lease_info", "workers", "cancelled")
+            for part in ("state", "leases", "lease_info", "workers", "cancelled", "waiting")
         ]
         self._lease_ttl = lease_ttl
         self._heartbeat_ttl = heartbeat_ttl
@@ -376,6 +416,7 @@ class RedisThrottle(Throttle):
     async def _wait_for_place(self, route: str | None) -> str | None:
         member = f"{self._worker}|{uuid.uuid4().hex}"
         races = 0
+        waiting_since = self._now()
         while not self._degraded:
             with self._lock:
                 delay = self.model.delay(self._now(), route)
@@ -390,7 +431,7 @@ class RedisThrottle(Throttle):
                 await self._wait_for_change(max(wait, _POLL_S))
                 most = -1  # only refresh the view: it is stale after a wait
             try:
-                admitted = await self._take(member if most >= 0 else "", route, most)
+                admitted = await self._take(member if most >= 0 else "", route, most, waiting_since)
             except BaseException as error:
                 if most >= 0:
                     # The script may have run: never leave its lease behind.
@@ -444,7 +485,9 @@ class RedisThrottle(Throttle):
             return -1, min(max(-left / self.model.outflow, _POLL_S), _MAX_POLL_S)
         return n + int(left // self.model.up_front_cost), 0.0
 
-    async def _take(self, member: str, route: str | None, most: int) -> int:
+    async def _take(
+        self, member: str, route: str | None, most: int, waiting_since: float | None = None
+    ) -> int:
         """Take a lease if the view is still the one *most* was computed for; refresh it."""
         seq = self._view.state.get("anchor_seq", "0") if self._view else "0"
         args = [
@@ -457,6 +500,7 @@ class RedisThrottle(Throttle):
             repr(self.model.up_front_for(route)),
             most,
             seq,
+            "" if waiting_since is None else repr(waiting_since + self._offset),
         ]
         task = asyncio.current_task()
         cancels_before = task.cancelling() if task is not None else 0

@@ -97,6 +97,30 @@ async def test_processes_share_the_room_of_one_bucket(redis_url: str) -> None:
     await second.aclose()
 
 
+async def test_the_oldest_waiter_of_any_process_goes_first(
+    pair: tuple[RedisThrottle, RedisThrottle, FakeClock],
+) -> None:
+    """A process whose waiter tried longer goes first; one that stopped trying holds nobody.
+
+    Regression (4-process soak): after a maintenance window every process's
+    held calls came back at once, and one process kept losing the race for a
+    lease until 35 of its calls passed their deadline waiting.
+    """
+    first, second, clock = pair
+    await _seed(first)
+    since = clock.now
+    # The first process tries and loses (no room at the count it computed for).
+    assert 0 == await first._take("first|a", None, -2, since)
+    clock.advance(1.0 - 0.01)
+
+    refused = await second._take("second|a", None, 100, clock.now)
+    clock.advance(0.02)  # the first's claim is no longer fresh: it stopped trying
+    admitted = await second._take("second|b", None, 100, clock.now)
+
+    assert (0, 1) == (refused, admitted)
+    await asyncio.gather(*first._settling, *second._settling)
+
+
 async def test_crashed_worker_lease_expires(redis_url: str) -> None:
     """A lease never released stops counting once its TTL passes."""
     clock = FakeClock()
