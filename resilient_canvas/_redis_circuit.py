@@ -71,15 +71,13 @@ from resilient_canvas._breaker import (
     transition_of,
     trip,
 )
-
-try:
-    from redis import asyncio as redis_asyncio
-    from redis.exceptions import RedisError
-
-    HAVE_REDIS = True
-except ImportError:  # pragma: no cover - exercised only without the redis extra
-    HAVE_REDIS = False
-    RedisError = OSError  # type: ignore[misc,assignment]
+from resilient_canvas._redis_support import (
+    ERRORS,
+    LUA_NOW,
+    redis_asyncio,
+    require_redis,
+    text,
+)
 
 #: The longest a held call waits for Redis before the circuit turns local.
 _ADMISSION_TIMEOUT_S = 0.25
@@ -92,23 +90,19 @@ _HELD_REFRESH_S = 0.1
 #: Keys of an origin nobody used for this long expire.
 _KEY_TTL_MS = 3_600_000
 
-_ERRORS = (RedisError, OSError, TimeoutError)
+_ERRORS = ERRORS
 
 # KEYS: the circuit hash, cancelled claims (sorted set). ARGV[1]: now or ''.
-_PRELUDE = """
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
+_PRELUDE = (
+    LUA_NOW
+    + """
 local h = KEYS[1]
 local function touch()
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 """
+)
 
 # ARGV: now, key ttl, oldest bucket kept, '1' if the batch had a success,
 #       failures after its last success, then bucket, total, failures triples.
@@ -181,10 +175,6 @@ return tostring(now)
 _SCRIPTS = {"sync": SYNC_SCRIPT, "commit": COMMIT_SCRIPT}
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _number(state: dict[str, str], name: str, default: float = 0.0) -> float:
     try:
         return float(state[name])
@@ -232,7 +222,7 @@ class _View:
 
 def _parse(reply: Any, settings: BreakerSettings) -> _View:
     ok, now, raw = reply
-    flat = [_text(item) for item in raw]
+    flat = [text(item) for item in raw]
     state = dict(zip(flat[::2], flat[1::2], strict=True))
     try:
         circuit_state = CircuitState(state.get("state", "closed"))
@@ -257,7 +247,7 @@ def _parse(reply: Any, settings: BreakerSettings) -> _View:
             counts[kind == "f"] = int(value)
     return _View(
         ok=int(ok) == 1,
-        now=float(_text(now)),
+        now=float(text(now)),
         data=data,
         version=int(_number(state, "version")),
         probe_by=state.get("probe_by", ""),
@@ -326,10 +316,7 @@ class RedisCircuit:
         clock: Callable[[], float] | None = None,
         redis_client: Any = None,
     ) -> None:
-        if not HAVE_REDIS and redis_client is None:
-            raise RuntimeError(
-                "RedisCircuit needs the redis package: pip install 'resilient-canvas[redis]'."
-            )
+        require_redis("RedisCircuit", redis_client)
         if admission_timeout <= 0 or refresh_every <= 0 or reconnect_every <= 0:
             raise ValueError(
                 "admission_timeout, refresh_every and reconnect_every must be positive."

@@ -45,16 +45,14 @@ from resilient_canvas._bucket_model import (
     Permit,
     ThrottleConfig,
 )
+from resilient_canvas._redis_support import (
+    ERRORS,
+    LUA_NOW,
+    redis_asyncio,
+    require_redis,
+    text,
+)
 from resilient_canvas._throttle import Throttle
-
-try:
-    from redis import asyncio as redis_asyncio
-    from redis.exceptions import RedisError
-
-    HAVE_REDIS = True
-except ImportError:  # pragma: no cover - exercised only without the redis extra
-    HAVE_REDIS = False
-    RedisError = OSError  # type: ignore[misc,assignment]
 
 #: The longest a request waits for Redis before the throttle paces locally.
 _ADMISSION_TIMEOUT_S = 0.25
@@ -77,18 +75,13 @@ _KEY_TTL_MS = 3_600_000
 #: Least time between two publications of this process's learned parameters.
 _PUBLISH_EVERY_S = 1.0
 
-_ERRORS = (RedisError, OSError, TimeoutError)
+_ERRORS = ERRORS
 _PARAMETERS = ("hwm", "hwm_var", "up_front_cost", "up_front_cost_var", "outflow", "outflow_var")
 
 # KEYS: state, leases, lease info, workers, cancelled lease ids. ARGV[1]: now or ''.
-_PRELUDE = """
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
+_PRELUDE = (
+    LUA_NOW
+    + """
 local function drop(member)
   redis.call('ZREM', KEYS[2], member)
   redis.call('HDEL', KEYS[3], member)
@@ -118,6 +111,7 @@ local function view(admitted)
   return {admitted, tostring(now), leases, redis.call('HGETALL', KEYS[1])}
 end
 """
+)
 
 # ARGV: now, key_ttl_ms, worker, worker_ttl, member ('' = only read), lease_ttl,
 #       reservation, most leases to admit at, anchor sequence computed for,
@@ -303,22 +297,18 @@ class _Connection:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _parse(reply: Any) -> tuple[int, _View]:
     admitted, now, raw_leases, raw_state = reply
     leases = []
     for raw in raw_leases:
-        worker, _, admitted_at, reservation = [*_text(raw).split("|"), "", "", "", ""][:4]
+        worker, _, admitted_at, reservation = [*text(raw).split("|"), "", "", "", ""][:4]
         try:
             leases.append(_Lease(worker, float(admitted_at), float(reservation)))
         except ValueError:
             continue
-    flat = [_text(item) for item in raw_state]
+    flat = [text(item) for item in raw_state]
     state = dict(zip(flat[::2], flat[1::2], strict=True))
-    return int(admitted), _View(float(_text(now)), leases, state)
+    return int(admitted), _View(float(text(now)), leases, state)
 
 
 class RedisThrottle(Throttle):
@@ -358,10 +348,7 @@ class RedisThrottle(Throttle):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         redis_client: Any = None,
     ) -> None:
-        if not HAVE_REDIS and redis_client is None:
-            raise RuntimeError(
-                "RedisThrottle needs the redis package: pip install 'resilient-canvas[redis]'."
-            )
+        require_redis("RedisThrottle", redis_client)
         if lease_ttl <= 0 or heartbeat_ttl <= 0 or admission_timeout <= 0:
             raise ValueError("lease_ttl, heartbeat_ttl and admission_timeout must be positive.")
         super().__init__(config, clock=clock or time.monotonic, sleep=sleep, name=key)
