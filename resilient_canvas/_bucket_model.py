@@ -86,14 +86,14 @@ _PAIR_VAR = 4.0
 #: (Cost averages are kept for more routes: they are cheap.)
 _MAX_ROUTES = 6
 _MAX_COST_ROUTES = 512
-#: Weight of a new sample in the per-route cost and service-time averages.
+#: Weight of a new sample in the per-route cost averages.
 _COST_WEIGHT = 0.1
-#: Service times seen before a route's are trusted, and how many are kept.
-_SERVICE_SAMPLES = 10
-_SERVICE_KEPT = 64
-#: Past this quantile of its route's service times a request has probably
-#: ended at the server (while its answer may still be on the way).
-_SERVICE_QUANTILE = 0.98
+#: Round trips seen before a route's are trusted, and how many are kept.
+_TRIP_SAMPLES = 10
+_TRIP_KEPT = 64
+#: Fewer than this share of a route's answers come back quicker than its
+#: "low" round trip (the shortest a request may have ended at the server in).
+_TRIP_LOW_SHARE = 0.02
 #: A parameter moving more than this fraction since last logged is logged again.
 _LOG_MOVE = 0.10
 #: How far the true network delay may be below the least one measured, as a fraction.
@@ -244,7 +244,7 @@ class Permit:
 
 
 class _RouteStats:
-    """Moving averages of one route's costs and service times."""
+    """Moving averages of one route's costs, and its latest round trips."""
 
     __slots__ = (
         "cost",
@@ -262,7 +262,7 @@ class _RouteStats:
         self.cost_var = 0.0
         self.excess = 0.0
         self.excess_var = 0.0
-        # The latest service times, in arrival order and sorted (for quantiles).
+        # The latest round trips, in arrival order and sorted (for quantiles).
         self.order: collections.deque[float] = collections.deque()
         self.sorted: list[float] = []
         # The remaining of the route's latest throttled answers: Canvas refused
@@ -283,19 +283,19 @@ class _RouteStats:
         if len(self.throttled) >= 3:
             self.floor = sorted(self.throttled)[len(self.throttled) // 2]
 
-    def add_service(self, seconds: float) -> None:
+    def add_trip(self, seconds: float) -> None:
         self.order.append(seconds)
         bisect.insort(self.sorted, seconds)
-        if len(self.order) > _SERVICE_KEPT:
+        if len(self.order) > _TRIP_KEPT:
             oldest = self.order.popleft()
             del self.sorted[bisect.bisect_left(self.sorted, oldest)]
 
     def trip_low(self) -> float:
         """A round trip few answered requests of the route beat (0 until enough were seen)."""
         kept = self.sorted
-        if len(kept) < _SERVICE_SAMPLES:
+        if len(kept) < _TRIP_SAMPLES:
             return 0.0
-        return kept[int((1 - _SERVICE_QUANTILE) * len(kept))]
+        return kept[int(_TRIP_LOW_SHARE * len(kept))]
 
     def ended_between(self, seen: float, by: float) -> float:
         """Chance a request unanswered after *seen* seconds has a round trip of at most *by*.
@@ -303,7 +303,7 @@ class _RouteStats:
         From the route's latest round trips (0 until enough were seen).
         """
         kept = self.sorted
-        if len(kept) < _SERVICE_SAMPLES or by <= seen:
+        if len(kept) < _TRIP_SAMPLES or by <= seen:
             return 0.0
         n = len(kept)
         alive = n - bisect.bisect_right(kept, max(0.0, seen))
@@ -955,7 +955,7 @@ class BucketModel:
     def _measure_timing(
         self, permit: Permit, now: float, throttled: bool, cost: float | None
     ) -> None:
-        """Learn the one-way network delay and the route's service time.
+        """Learn the one-way network delay and the route's round trips.
 
         A throttled answer does no work at the server, so its round trip is
         the network's; an answered one worked at least its cost in seconds
@@ -984,8 +984,8 @@ class BucketModel:
             # from it could end a request too early.
             stats = self._stats.get(permit.route) if permit.route else None
             if stats is not None:
-                stats.add_service(rtt)
-            self._default_stats.add_service(rtt)
+                stats.add_trip(rtt)
+            self._default_stats.add_trip(rtt)
 
     def _settled_after(self) -> float:
         """Age past which a request of ours is surely at Canvas and was not throttled.
