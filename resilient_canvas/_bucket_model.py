@@ -122,6 +122,18 @@ _NETWORK_QUANTILE = 0.9
 _LATTICE_EVERY = 6
 _LATTICE_FLOOR_UNITS = 3.0
 _LATTICE_FLOOR_COSTS = 3.0
+#: Associating an answer with our recent requests (``_associate``): the
+#: prediction's standard deviation must be within this fraction of a
+#: reservation, and the answer within this fraction of one hypothesis.
+_ASSOCIATE_SD_SHARE = 6.0
+_ASSOCIATE_MISS_SHARE = 0.25
+#: Bounds of the network's transits from associated answers needed before
+#: they are used, and the quantile of the lower bounds taken as the least.
+_TRANSIT_MIN = 8
+_TRANSIT_LOW_QUANTILE = 0.1
+#: The quantile of the lower bounds that the longest two transits are taken
+#: to reach at least (see ``BucketModel._longest_transits``).
+_TRANSIT_HIGH_QUANTILE = 0.9
 #: Answers after which a drained-bucket sample's reservations are taken as known.
 _HWM_REWEIGHS = 200
 #: Such throttles after which a drained-bucket sample of hwm is dropped.
@@ -491,6 +503,11 @@ class BucketModel:
         #: Throttles (not probes) while hwm stood above every remaining seen.
         self._hwm_doubts = 0
         self._observed = 0
+        self._associated = 0
+        #: Bounds on two network transits (a request's and an answer's) that
+        #: associated answers showed: each at least a `lo`, at most a `hi`.
+        self._transit_lo: collections.deque[float] = collections.deque(maxlen=_NETWORK_KEPT)
+        self._transit_hi: collections.deque[float] = collections.deque(maxlen=_NETWORK_KEPT)
         #: The largest remaining any answer showed (hwm is at least that).
         self._highest = -math.inf
         self._at = now
@@ -499,6 +516,7 @@ class BucketModel:
         self._anchor: float | None = None
         self._anchor_at = now
         self._anchor_set: set[int] = set()
+        self._anchor_exact = False
         self._slots: dict[str, int] = {}
         self._stats: dict[str, _RouteStats] = {}
         self._default_stats = _RouteStats()
@@ -664,6 +682,7 @@ class BucketModel:
             return
         self._anchor, self._anchor_at = remaining, at
         self._anchor_set = {id(p) for p in self._active if p.admitted_at + self._one_way < at}
+        self._anchor_exact = False  # another process's answer: its view of ours is a guess
 
     def pause_remaining(self, now: float) -> float:
         """Seconds until one request fits if every request in flight ended: a throttle's wait."""
@@ -704,7 +723,12 @@ class BucketModel:
         self._measure_timing(permit, now, throttled, cost)
         if not self._plausible_remaining(remaining):
             return
-        sure, maybe = self._at_server(permit, now)
+        sure, maybe, young = self._at_server(permit, now)
+        resolved = not maybe and not young
+        if self._learn and not throttled and not resolved:
+            sure, maybe, resolved = self._associate(
+                permit, remaining, cost or 0.0, sure, maybe, young, now
+            )
         self._learn_hwm(permit, remaining, None if throttled else (cost or 0.0), sure, maybe, now)
         if self._learn:
             self._observe(remaining, None if throttled else (cost or 0.0), sure, maybe, now)
@@ -713,6 +737,8 @@ class BucketModel:
         self._anchor = remaining
         self._anchor_at = max(self._anchor_at, now - self._one_way)
         self._anchor_set = {id(p) for p in sure}
+        # Exact when every request of ours in flight is known counted or not.
+        self._anchor_exact = resolved
         if throttled:
             self._send_lag = min(_MAX_SEND_LAG_S, 1.5 * self._send_lag)
             self._on_throttled(permit, remaining, now)
@@ -854,7 +880,7 @@ class BucketModel:
         # (no work in them). Round trip less cost is no lower bound (cost is
         # CPU and database time, not the waiting): without a throttled one,
         # no request is taken as ended before its answer.
-        least_trip = min(self._network_trips, default=0.0)
+        least_trip = self._least_transits()
         anchored = self._anchor_set
         for permit in self._active:
             stats = self._stats_of(permit.route)
@@ -977,7 +1003,13 @@ class BucketModel:
             # spread is how much one answer's transit may exceed another's.
             self._network_trips.append(rtt)
         self._timings += 1
-        self._one_way = self._rtt_floor / 2
+        round_trip = self._rtt_floor
+        if len(self._transit_hi) >= _TRANSIT_MIN and self._network_jitter() <= _SEND_LAG_S:
+            # Answers showed requests of this age already counted: the bound
+            # from round trips less cost may be far looser (costs that are
+            # not seconds, a server that queues before it charges).
+            round_trip = min(round_trip, self._longest_transits())
+        self._one_way = round_trip / 2
         if not throttled:
             # Round trips, not service times: the delay subtracted would be an
             # upper bound (cost is at most the work), so a service time made
@@ -996,8 +1028,11 @@ class BucketModel:
         """
         return 2 * self._one_way * (1 + _DELAY_DOUBT) + self._send_lag
 
-    def _at_server(self, answered: Permit, now: float) -> tuple[list[Permit], list[Permit]]:
-        """Our requests at the server when it answered, and those we cannot be sure of.
+    def _at_server(
+        self, answered: Permit, now: float
+    ) -> tuple[list[Permit], list[Permit], list[Permit]]:
+        """Our requests at the server when it answered, those we cannot be sure of,
+        and those probably too young to have reached it.
 
         One sent before the answered request reached Canvas before it and was
         still there (it has not ended: we have no answer). One sent after it
@@ -1020,6 +1055,7 @@ class BucketModel:
         jittery = jitter > _SEND_LAG_S
         at_server: list[Permit] = []
         doubtful: list[Permit] = []
+        young: list[Permit] = []
         for permit in self._active:
             elapsed = now - permit.admitted_at
             # Sent before the answered one, by a margin: two requests sent at
@@ -1036,7 +1072,121 @@ class BucketModel:
             elif elapsed >= not_before:
                 # The delay we know is an upper bound, and may be loose.
                 doubtful.append(permit)
-        return at_server, doubtful
+            else:
+                young.append(permit)
+        return at_server, doubtful, young
+
+    def _associate(
+        self,
+        answered: Permit,
+        remaining: float,
+        cost: float,
+        sure: list[Permit],
+        doubtful: list[Permit],
+        young: list[Permit],
+        now: float,
+    ) -> tuple[list[Permit], list[Permit], bool]:
+        """Tell from the answer itself which of our recent requests Canvas had counted.
+
+        Requests sent after the answered one are at the server or not
+        depending on a network delay we only bound from above. But between
+        two answers Canvas's figure moves by the leak, by the answered
+        request's end, and by a whole reservation for each request of ours
+        that arrived: where the previous answer's requests at the server are
+        known exactly, the difference shows how many of the recent ones had
+        arrived (the earliest sent first, on a network whose transits do not
+        differ). Without such a clear answer the requests stay as they were:
+        doubtful, or young (taken as not there). Returns the requests at the
+        server, the doubtful ones, and whether the answer settled them all.
+        """
+        pending = sorted((*doubtful, *young), key=lambda p: p.admitted_at)
+        anchor = self._anchor
+        if not pending or anchor is None or not self._anchor_exact:
+            return sure, doubtful, False
+        if self._network_jitter() > _SEND_LAG_S:
+            return sure, doubtful, False
+        anchored = self._anchor_set
+        # The figure at the previous answer, leaked to this one, with the
+        # answered request's end, and our requests surely arrived since.
+        gap = max(0.0, now - self._one_way - self._anchor_at)
+        predicted = anchor + self.outflow * gap - cost
+        if id(answered) in anchored:
+            predicted += self.up_front_for(answered.route)
+        arrived = [p for p in sure if id(p) not in anchored]
+        predicted -= sum(self.up_front_for(p.route) for p in arrived)
+        if predicted >= self._hwm - self.config.margin:
+            return sure, doubtful, False  # the count may have drained: the leak stopped
+        # Those the previous answer counted had arrived, and so had any sent before them.
+        first = max((i + 1 for i, p in enumerate(pending) if id(p) in anchored), default=0)
+        for p in pending[:first]:
+            if id(p) not in anchored:
+                predicted -= self.up_front_for(p.route)
+        reservations = [self.up_front_for(p.route) for p in pending[first:]]
+        if not reservations:
+            self._associated += 1
+            return [*sure, *pending], [], True
+        least = min(reservations)
+        u_sd = max(self.up_front_sd_for(p.route) for p in pending)
+        spread = (
+            _MEASUREMENT_VAR
+            + self._outflow.var * gap * gap
+            + ((len(arrived) + len(pending)) * u_sd) ** 2
+        )
+        if math.sqrt(spread) > least / _ASSOCIATE_SD_SHARE:
+            return sure, doubtful, False
+        # Hypothesis k: the k earliest sent had arrived.
+        best, best_miss = first, abs(remaining - predicted)
+        level = predicted
+        for k, reservation in enumerate(reservations, start=first + 1):
+            level -= reservation
+            miss = abs(remaining - level)
+            if miss < best_miss:
+                best, best_miss = k, miss
+        if best_miss > _ASSOCIATE_MISS_SHARE * least:
+            # Nothing fits: others' activity moved the figure. Learn nothing.
+            return sure, doubtful, False
+        self._associated += 1
+        # The answer also brackets the network: the youngest request counted
+        # had arrived (two transits took at most its age), the oldest not
+        # counted had not (they took longer than its age).
+        if best:
+            self._transit_hi.append(now - pending[best - 1].admitted_at)
+        if best < len(pending):
+            self._transit_lo.append(now - pending[best].admitted_at)
+        return [*sure, *pending[:best]], [], True
+
+    def _longest_transits(self) -> float:
+        """Two network transits seldom exceed this, by associated answers.
+
+        Each upper bound is at least its own answer's transits, each lower
+        bound below them: a low quantile of the upper bounds is at least
+        the transits when they do not differ (robust to a wrong
+        association), and a high quantile of the lower bounds follows
+        them where they do.
+        """
+        upper, lower = sorted(self._transit_hi), sorted(self._transit_lo)
+        longest = upper[int(_TRANSIT_LOW_QUANTILE * (len(upper) - 1))]
+        if len(lower) >= _TRANSIT_MIN:
+            longest = max(longest, lower[int(_TRANSIT_HIGH_QUANTILE * (len(lower) - 1))])
+        return longest
+
+    def _least_transits(self) -> float:
+        """A lower bound on two network transits (0: none known).
+
+        Throttled round trips are exact; without them, answers associated
+        with our recent requests bracket the transits: above the age of the
+        oldest request not counted yet, at most the youngest counted. A low
+        quantile of the lower bounds (one wrong association must not make
+        requests end early), never above any upper bound: where transits
+        differ the least one is what counts.
+        """
+        if self._network_trips:
+            return min(self._network_trips)
+        bounds = sorted(self._transit_lo)
+        if len(bounds) < _TRANSIT_MIN:
+            return 0.0
+        low = bounds[int(_TRANSIT_LOW_QUANTILE * (len(bounds) - 1))]
+        return min(low, min(self._transit_hi, default=low))
 
     def _network_jitter(self) -> float:
         """How much longer than the shortest a network round trip may take (0: unknown)."""

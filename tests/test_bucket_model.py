@@ -9,6 +9,8 @@ against the truth.
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Callable
 
 import pytest
 
@@ -16,9 +18,11 @@ from resilient_canvas._bucket_model import (
     MAX_HWM,
     BucketModel,
     Observation,
+    Permit,
     ThrottleConfig,
 )
 from resilient_canvas.testing import ThrottleSettings
+from resilient_canvas.testing._bound import CallShape, schedule_bound
 from tests.bucket_world import World
 
 
@@ -101,6 +105,54 @@ def test_hwm_is_not_learnt_low_from_requests_ruled_out_by_an_upper_bound_delay()
     world.run(300)
 
     assert 600.0 == pytest.approx(world.model.hwm, abs=10.0)
+
+
+def test_answers_show_which_recent_requests_had_arrived() -> None:
+    """Costs that are no seconds of work leave the delay bound loose; the answers tighten it.
+
+    Regression (bench_sync, workload B on loopback): with a cost of 0.4 per
+    50 ms call, round trip less cost bounds the one-way delay at ~21 ms for
+    0.5 ms. Every request of the last 42 ms was counted twice (in Canvas's
+    figure and again as "not arrived yet") and the job took 1.41x the bound.
+    Between two answers Canvas's figure moves by whole reservations for the
+    requests that arrived: that tells which ones had, and bounds the delay.
+    """
+    arrived: dict[Permit, float] = {}
+    world = World(
+        one_way=0.0005, service=uniform(0.04, 0.06), cost=uniform(0.3, 0.5), seed=3
+    )
+    arrive = world._arrive
+
+    def record(permit: Permit, retry: Callable[[], None]) -> None:
+        arrived[permit] = world.clock.now
+        arrive(permit, retry)
+
+    world._arrive = record  # type: ignore[method-assign]
+    checked, wrong = [0], [0]
+    associate = world.model._associate
+
+    def check(answered: Permit, remaining: float, cost: float, sure, doubtful, young, now):  # type: ignore[no-untyped-def]
+        before = world.model._associated
+        result = associate(answered, remaining, cost, sure, doubtful, young, now)
+        if world.model._associated > before:
+            computed = now - world.one_way
+            counted = set(result[0])
+            for permit in (*doubtful, *young):
+                checked[0] += 1
+                wrong[0] += (arrived.get(permit, math.inf) <= computed) != (permit in counted)
+        return result
+
+    world.model._associate = check  # type: ignore[method-assign]
+    rng = random.Random(3)
+    shapes = [CallShape(rng.uniform(0.04, 0.06), rng.uniform(0.3, 0.5)) for _ in range(1500)]
+    took = world.run(1500)
+
+    assert checked[0] >= 200
+    assert wrong[0] <= 0.05 * checked[0]
+    assert world.model.estimate(world.clock.now).one_way_delay_s < 0.005
+    assert world.throttled <= 0.005 * world.sent
+    # Virtual seconds: the world is deterministic (before: 1.42x).
+    assert took <= 1.2 * schedule_bound(shapes, ThrottleSettings(), latency=0.0005)
 
 
 @pytest.mark.parametrize(("truth", "prior"), [(3.0, 10.0), (20.0, 10.0), (10.0, 3.0)])
