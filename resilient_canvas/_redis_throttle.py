@@ -375,6 +375,7 @@ class RedisThrottle(Throttle):
         self._merged_seq: str | None = None
         self._merged_from: set[str] = set()
         self._published_at = -math.inf
+        self._others_seen = False
 
     def __repr__(self) -> str:
         return f"RedisThrottle(key={self.name!r}, degraded={self.degraded})"
@@ -507,6 +508,10 @@ class RedisThrottle(Throttle):
         """Adopt the newest anchor and the others' better-learned parameters."""
         self._offset = view.now - self._now()
         self._view = view
+        if any(lease.worker != self._worker for lease in view.leases):
+            # Their requests move Canvas's figure unseen: learn only bounds meanwhile.
+            self._others_seen = True
+            self.model.note_others(self._now())
         anchor, anchor_at = view.number("anchor"), view.number("anchor_at")
         if anchor is not None and anchor_at is not None:
             self.model.adopt_anchor(anchor, anchor_at - self._offset)
@@ -532,6 +537,10 @@ class RedisThrottle(Throttle):
         if permit.released:
             return
         lease, permit.lease = permit.lease, None
+        if self._degraded and self._others_seen:
+            # Redis is down, the others are not: they still share the bucket.
+            with self._lock:
+                self.model.note_others(self._now())
         super().release(permit, observation)
         if lease is None:
             return

@@ -343,3 +343,30 @@ def test_sequential_requests_are_never_throttled() -> None:
         world.run(1)
 
     assert 0 == world.throttled
+
+
+def test_another_process_s_requests_teach_nothing_but_bounds() -> None:
+    """A bucket shared with other processes: their work must not read as a slow leak.
+
+    Regression (4-process soak through Redis): the others' reservations and
+    costs moved Canvas's figure where one process's model could not see
+    them; it learnt the reservation anywhere from 17 to 61 and the leak as
+    0.6 units/s for 10, then waited a minute for room that was there.
+    """
+    world = World(service=uniform(0.04, 0.06), cost=uniform(0.3, 0.5), seed=4)
+
+    def foreign(at: float) -> None:
+        # Another process's request: reserved on arrival, its cost charged at its end.
+        def arrive() -> None:
+            world.bucket._increment(50.0)
+            world.model.note_others(world.clock.now)
+            world._at(world.clock.now + 0.05, lambda: world.bucket._increment(0.4 - 50.0))
+
+        world._at(at, arrive)
+
+    for k in range(400):
+        foreign(0.05 * k)
+    world.run(600)
+
+    assert 10.0 == pytest.approx(world.model.outflow, rel=0.1)
+    assert 50.0 == pytest.approx(route_up_front(world), rel=0.1)
