@@ -742,14 +742,14 @@ class BucketModel:
         self._measure_timing(permit, now, throttled, cost)
         if not self._plausible_remaining(remaining):
             return
-        sure, maybe, young = self._at_server(permit, now)
+        sure, maybe, young, assumed = self._at_server(permit, now)
         resolved = not maybe and not young
         # Another process's requests move Canvas's figure unseen (their
         # reservations, their costs): its answers then teach only bounds.
         alone = now >= self._others_until
-        if self._learn and alone and not throttled and not resolved:
+        if self._learn and alone and not throttled and not (resolved and not assumed):
             sure, maybe, resolved = self._associate(
-                permit, remaining, cost or 0.0, sure, maybe, young, now
+                permit, remaining, cost or 0.0, sure, maybe, young, assumed, now
             )
         self._learn_hwm(permit, remaining, None if throttled else (cost or 0.0), sure, maybe, now)
         if self._learn and alone:
@@ -1052,9 +1052,11 @@ class BucketModel:
 
     def _at_server(
         self, answered: Permit, now: float
-    ) -> tuple[list[Permit], list[Permit], list[Permit]]:
+    ) -> tuple[list[Permit], list[Permit], list[Permit], list[Permit]]:
         """Our requests at the server when it answered, those we cannot be sure of,
-        and those probably too young to have reached it.
+        those probably too young to have reached it, and those of the first
+        list taken as there only by the transits answers showed (an event
+        loop that sends or reads late would fool that: ``_associate`` checks).
 
         One sent before the answered request reached Canvas before it and was
         still there (it has not ended: we have no answer). One sent after it
@@ -1075,9 +1077,12 @@ class BucketModel:
             not_before = -math.inf
         jitter = self._network_jitter()
         jittery = jitter > _SEND_LAG_S
+        # Past this age a request was there even by the bound from round trips.
+        surely_after = self._rtt_floor * (1 + _DELAY_DOUBT) + self._send_lag
         at_server: list[Permit] = []
         doubtful: list[Permit] = []
         young: list[Permit] = []
+        assumed: list[Permit] = []
         for permit in self._active:
             elapsed = now - permit.admitted_at
             # Sent before the answered one, by a margin: two requests sent at
@@ -1091,12 +1096,14 @@ class BucketModel:
                 doubtful.append(permit)
             elif elapsed >= sure_after or sent_before:
                 at_server.append(permit)
+                if not sent_before and elapsed < surely_after:
+                    assumed.append(permit)
             elif elapsed >= not_before:
                 # The delay we know is an upper bound, and may be loose.
                 doubtful.append(permit)
             else:
                 young.append(permit)
-        return at_server, doubtful, young
+        return at_server, doubtful, young, assumed
 
     def _associate(
         self,
@@ -1106,6 +1113,7 @@ class BucketModel:
         sure: list[Permit],
         doubtful: list[Permit],
         young: list[Permit],
+        assumed: list[Permit],
         now: float,
     ) -> tuple[list[Permit], list[Permit], bool]:
         """Tell from the answer itself which of our recent requests Canvas had counted.
@@ -1117,17 +1125,25 @@ class BucketModel:
         that arrived: where the previous answer's requests at the server are
         known exactly, the difference shows how many of the recent ones had
         arrived (the earliest sent first, on a network whose transits do not
-        differ). Without such a clear answer the requests stay as they were:
+        differ). Those taken as there by the learnt transits alone are
+        checked too: an event loop that sends or reads late (a busy process,
+        threads holding the GIL) makes a request look older than it is.
+        Without such a clear answer the requests stay as they were:
         doubtful, or young (taken as not there). Returns the requests at the
         server, the doubtful ones, and whether the answer settled them all.
         """
-        pending = sorted((*doubtful, *young), key=lambda p: p.admitted_at)
+        # Without a clear answer: as classified by age (exact if none was in doubt).
+        by_age = not doubtful and not young
+        given = sure
+        pending = sorted((*doubtful, *young, *assumed), key=lambda p: p.admitted_at)
         anchor = self._anchor
         if not pending or anchor is None or not self._anchor_exact:
-            return sure, doubtful, False
+            return given, doubtful, by_age
         if self._network_jitter() > _SEND_LAG_S:
-            return sure, doubtful, False
+            return given, doubtful, by_age
         anchored = self._anchor_set
+        if assumed:
+            sure = [p for p in sure if p not in assumed]  # to be checked like the rest
         # The figure at the previous answer, leaked to this one, with the
         # answered request's end, and our requests surely arrived since.
         gap = max(0.0, now - self._one_way - self._anchor_at)
@@ -1137,7 +1153,7 @@ class BucketModel:
         arrived = [p for p in sure if id(p) not in anchored]
         predicted -= sum(self.up_front_for(p.route) for p in arrived)
         if predicted >= self._hwm - self.config.margin:
-            return sure, doubtful, False  # the count may have drained: the leak stopped
+            return given, doubtful, by_age  # the count may have drained: the leak stopped
         # Those the previous answer counted had arrived, and so had any sent before them.
         first = max((i + 1 for i, p in enumerate(pending) if id(p) in anchored), default=0)
         for p in pending[:first]:
@@ -1155,7 +1171,7 @@ class BucketModel:
             + ((len(arrived) + len(pending)) * u_sd) ** 2
         )
         if math.sqrt(spread) > least / _ASSOCIATE_SD_SHARE:
-            return sure, doubtful, False
+            return given, doubtful, by_age
         # Hypothesis k: the k earliest sent had arrived.
         best, best_miss = first, abs(remaining - predicted)
         level = predicted
@@ -1166,7 +1182,7 @@ class BucketModel:
                 best, best_miss = k, miss
         if best_miss > _ASSOCIATE_MISS_SHARE * least:
             # Nothing fits: others' activity moved the figure. Learn nothing.
-            return sure, doubtful, False
+            return given, doubtful, by_age
         self._associated += 1
         # The answer also brackets the network: the youngest request counted
         # had arrived (two transits took at most its age), the oldest not

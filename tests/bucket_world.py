@@ -35,6 +35,9 @@ class World:
     one_way: float = 0.001
     #: Each transit, either way, takes up to this much longer (uniformly).
     jitter: float = 0.0
+    #: A busy client's event loop: each request leaves, and each answer is
+    #: read, up to this much later than the model is told (uniformly).
+    loop_lag: float = 0.0
     service: Callable[[random.Random], float] = lambda rng: rng.uniform(0.04, 0.06)
     cost: Callable[[random.Random], float] = lambda rng: 0.04
     route_up_front: dict[str, float] = field(default_factory=dict)
@@ -53,6 +56,7 @@ class World:
         self._order = itertools.count()
         self.sent = self.throttled = self.done = 0
         self.peak_in_flight = 0
+        self._last_read = 0.0
         self.history: list[tuple[float, float, float, float]] = []
 
     def _record(self, event: str, **fields: object) -> None:
@@ -66,6 +70,18 @@ class World:
             return self.one_way
         return self.one_way + self._net_rng.uniform(0.0, self.jitter)
 
+    def _read_at(self) -> float:
+        """When an answer leaving the server now is read: after its transit and,
+        for a lagging loop, its lag (never before one read earlier)."""
+        arrives = self.clock.now + self._transit()
+        if not self.loop_lag:
+            return arrives
+        self._last_read = max(self._last_read, arrives + self._lag())
+        return self._last_read
+
+    def _lag(self) -> float:
+        return self._net_rng.uniform(0.0, self.loop_lag) if self.loop_lag else 0.0
+
     def _up_front(self, route: str | None) -> float:
         return self.route_up_front.get(route or "", self.settings.up_front_cost)
 
@@ -73,7 +89,8 @@ class World:
         permit = self.model.admit(self.clock.now, route)
         self.sent += 1
         self.peak_in_flight = max(self.peak_in_flight, self.model.in_flight)
-        self._at(self.clock.now + self._transit(), lambda: self._arrive(permit, retry))
+        leaves = self.clock.now + self._lag()
+        self._at(leaves + self._transit(), lambda: self._arrive(permit, retry))
 
     def _arrive(self, permit: Permit, retry: Callable[[], None]) -> None:
         up = self._up_front(permit.route)
@@ -83,16 +100,14 @@ class World:
             bucket._increment(-up)
             observation = Observation(remaining=bucket.remaining, throttled=True)
             self.throttled += 1
-            self._at(
-                self.clock.now + self._transit(), lambda: self._answer(permit, observation, retry)
-            )
+            self._at(self._read_at(), lambda: self._answer(permit, observation, retry))
             return
         seconds, cost = self.service(self.rng), self.cost(self.rng)
 
         def settle() -> None:
             bucket._increment(cost - up)
             observation = Observation(remaining=bucket.remaining, cost=cost)
-            back = self.clock.now + self._transit()
+            back = self._read_at()
             self._at(back, lambda: self._answer(permit, observation, None))
 
         self._at(self.clock.now + seconds, settle)

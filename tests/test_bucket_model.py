@@ -118,9 +118,7 @@ def test_answers_show_which_recent_requests_had_arrived() -> None:
     requests that arrived: that tells which ones had, and bounds the delay.
     """
     arrived: dict[Permit, float] = {}
-    world = World(
-        one_way=0.0005, service=uniform(0.04, 0.06), cost=uniform(0.3, 0.5), seed=3
-    )
+    world = World(one_way=0.0005, service=uniform(0.04, 0.06), cost=uniform(0.3, 0.5), seed=3)
     arrive = world._arrive
 
     def record(permit: Permit, retry: Callable[[], None]) -> None:
@@ -131,13 +129,13 @@ def test_answers_show_which_recent_requests_had_arrived() -> None:
     checked, wrong = [0], [0]
     associate = world.model._associate
 
-    def check(answered: Permit, remaining: float, cost: float, sure, doubtful, young, now):  # type: ignore[no-untyped-def]
+    def check(answered: Permit, remaining: float, cost: float, sure, doubtful, young, assumed, now):  # type: ignore[no-untyped-def]
         before = world.model._associated
-        result = associate(answered, remaining, cost, sure, doubtful, young, now)
+        result = associate(answered, remaining, cost, sure, doubtful, young, assumed, now)
         if world.model._associated > before:
             computed = now - world.one_way
             counted = set(result[0])
-            for permit in (*doubtful, *young):
+            for permit in (*doubtful, *young, *assumed):
                 checked[0] += 1
                 wrong[0] += (arrived.get(permit, math.inf) <= computed) != (permit in counted)
         return result
@@ -370,3 +368,21 @@ def test_another_process_s_requests_teach_nothing_but_bounds() -> None:
 
     assert 10.0 == pytest.approx(world.model.outflow, rel=0.1)
     assert 50.0 == pytest.approx(route_up_front(world), rel=0.1)
+
+
+def test_a_busy_event_loop_does_not_make_requests_look_arrived() -> None:
+    """Requests that leave, and answers read, up to 20 ms late are still counted right.
+
+    Regression (bench_sync, canvasapi + install with 16 threads holding the
+    GIL): once answers showed the loopback's transits were ~1 ms, a request
+    older than that was taken as counted by Canvas; sent late, or with the
+    answer read late, it was not, and 1.1% of requests were throttled (2.9%
+    in this world). Those taken as there by the learnt transits alone are
+    now checked against the answer like the doubtful ones.
+    """
+    world = World(
+        one_way=0.0005, loop_lag=0.02, service=uniform(0.04, 0.06), cost=uniform(0.3, 0.5), seed=2
+    )
+    world.run(1500)
+
+    assert world.throttled <= 0.005 * world.sent
