@@ -154,6 +154,30 @@ async def test_a_throttle_seen_by_one_process_moves_the_others_anchor(
     assert sum(clock.sleeps) - waited_before >= 4.5
 
 
+async def test_another_process_in_flight_keeps_answers_from_teaching(
+    pair: tuple[RedisThrottle, RedisThrottle, FakeClock],
+) -> None:
+    """While the other process holds a lease, this one's answers move no parameter.
+
+    Their reservations and costs move Canvas's figure unseen: taken as
+    evidence, a figure 45 units lower than ours explain reads as a slower
+    leak or a larger reservation (the model's own test shows the leak
+    learnt as 95 for 10).
+    """
+    first, second, clock = pair
+    await _seed(first)
+    theirs = await second.acquire()  # the other process's request, in flight
+    before = first.model.parameters()
+    for _ in range(30):
+        permit = await first.acquire()
+        clock.advance(0.05)
+        first.release(permit, Observation(remaining=505.0, cost=0.4))
+        await asyncio.gather(*first._settling)
+
+    assert first.model.parameters() == before
+    second.release(theirs)
+
+
 async def test_shared_mode_honours_the_headerless_pause_and_cut(redis_url: str) -> None:
     """A throttle without quota headers in one process pauses and cuts the other (r1 shared)."""
     clock = FakeClock()
