@@ -187,8 +187,8 @@ async def one_call(canvas: CanvasClient, call: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ sampling
 
 
-class CircuitEvents(logging.Handler):
-    """Keeps the circuit breaker's events (our logger's records carry the event dict)."""
+class Events(logging.Handler):
+    """Keeps the breaker's and the throttle's events (our records carry the event dict)."""
 
     def __init__(self, started: float) -> None:
         super().__init__()
@@ -197,7 +197,7 @@ class CircuitEvents(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         event = getattr(record, "event_dict", {})
-        if str(event.get("event", "")).startswith("canvas.circuit"):
+        if str(event.get("event", "")).startswith(("canvas.circuit", "canvas.throttle_")):
             moment = round(time.monotonic() - self.started, 1)
             self.events.append(
                 {"t": moment, **{k: v for k, v in event.items() if k != "exception"}}
@@ -224,6 +224,7 @@ async def sample(canvas: CanvasClient, started: float, done: list[int], out: lis
     while True:
         fds, sockets = _fds()
         estimate = canvas.breaker.estimate() if canvas.breaker else None
+        throttle = canvas.throttle.estimate() if canvas.throttle else None
         out.append(
             {
                 "t": round(time.monotonic() - started, 2),
@@ -233,6 +234,9 @@ async def sample(canvas: CanvasClient, started: float, done: list[int], out: lis
                 "tasks": len(asyncio.all_tasks()),
                 "done": done[0],
                 "breaker": STATE_VALUE[estimate.state] if estimate else 0,
+                "in_flight": throttle.in_flight if throttle else 0,
+                "in_flight_limit": throttle.in_flight_limit if throttle else 0,
+                "paused_s": throttle.paused_for_s if throttle else 0.0,
             }
         )
         await asyncio.sleep(1.0)
@@ -246,7 +250,7 @@ async def run_client(
 ) -> dict[str, Any]:
     """Run *calls* with *plan.workers* workers, paced over the plan's duration."""
     started = time.monotonic()
-    handler = CircuitEvents(started)
+    handler = Events(started)
     logger = logging.getLogger("resilient_canvas")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -254,6 +258,7 @@ async def run_client(
     lost: Counter[str] = Counter()
     unclassified: list[str] = []
     late: list[float] = []
+    refused: list[dict[str, Any]] = []  # every CircuitOpen, to see why it came
     done = [0]
     samples: list[dict[str, Any]] = []
     interval = plan.duration / len(calls)
@@ -277,6 +282,17 @@ async def run_client(
                     retryable = POLICY.allows(error, method=call["method"], idempotent=None)
                     if retryable or isinstance(error, CircuitOpen):
                         lost[name] += 1
+                    if isinstance(error, CircuitOpen):
+                        refused.append(
+                            {
+                                "t": round(time.monotonic() - started, 1),
+                                "began": round(began - started, 1),
+                                "kind": call["kind"],
+                                "down_for": error.down_for,
+                                "next_probe_in": error.next_probe_in,
+                                "breaker": repr(canvas.breaker),
+                            }
+                        )
                 except Exception as error:
                     unclassified.append(repr(error)[:300])
                 took = time.monotonic() - began
@@ -308,10 +324,11 @@ async def run_client(
         "unclassified": unclassified[:20],
         "unclassified_count": len(unclassified),
         "late": late[:20],
+        "circuit_open": refused[:50],
         "breaker_opened": estimate.opened if estimate else 0,
         "breaker_final": estimate.state.value if estimate else None,
         "breaker_kind": type(canvas.breaker).__name__,
-        "circuit_events": handler.events,
+        "events": handler.events,
         "samples": samples,
     }
 
@@ -363,7 +380,7 @@ def verdict(plan: Plan, client: dict[str, Any], stats: dict[str, Any]) -> dict[s
         # Openings this process decided (a shared circuit: one process opens it for all).
         "breaker_openings_here": sum(
             event.get("event") == "canvas.circuit_opened" and event.get("reason") != "probe_failed"
-            for event in client["circuit_events"]
+            for event in client["events"]
         ),
     }
     numbers["targets_met"] = (
@@ -545,10 +562,12 @@ def main() -> None:
         "lost": [client["lost"] for client in clients],
         "unclassified": [client["unclassified"] for client in clients],
         "late": [client["late"] for client in clients],
+        "circuit_open": [client["circuit_open"] for client in clients],
         "simulator": stats,
         "verdicts": verdicts,
-        "circuit_events": [client["circuit_events"] for client in clients],
+        "events": [client["events"] for client in clients],
         "samples": clients[0]["samples"] if not args.quick else [],
+        "samples_by_process": [client["samples"][::5] for client in clients[1:] if not args.quick],
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -556,7 +575,7 @@ def main() -> None:
         plot(plan, clients[0]["samples"], RESULTS / "soak.png")
     print(json.dumps({k: report[k] for k in ("elapsed_s", "outcomes", "lost")}, indent=1))
     print(json.dumps(verdicts, indent=1))
-    print(json.dumps(report["circuit_events"], indent=1)[:3000])
+    print(json.dumps(report["events"], indent=1)[:3000])
 
 
 if __name__ == "__main__":

@@ -520,7 +520,9 @@ class BucketModel:
         # and which of our requests it already counted as reserved.
         self._anchor: float | None = None
         self._anchor_at = now
-        self._anchor_set: set[int] = set()
+        # The permits themselves, not their ids: a released permit's id may be
+        # reused by a new one, which would pass for counted.
+        self._anchor_set: set[Permit] = set()
         self._anchor_exact = False
         self._slots: dict[str, int] = {}
         self._stats: dict[str, _RouteStats] = {}
@@ -700,7 +702,7 @@ class BucketModel:
         if self._anchor is not None and at < self._anchor_at:
             return
         self._anchor, self._anchor_at = remaining, at
-        self._anchor_set = {id(p) for p in self._active if p.admitted_at + self._one_way < at}
+        self._anchor_set = {p for p in self._active if p.admitted_at + self._one_way < at}
         self._anchor_exact = False  # another process's answer: its view of ours is a guess
 
     def pause_remaining(self, now: float) -> float:
@@ -712,7 +714,7 @@ class BucketModel:
         # Requests in flight give their reservations back when they end.
         free = self._remaining_now(now) - self.up_front_cost
         for permit in self._active:
-            if id(permit) in self._anchor_set:
+            if permit in self._anchor_set:
                 free += self.up_front_for(permit.route) - (self._stats_of(permit.route).cost or 0.0)
         return max(0.0, self.config.margin - free) / self.outflow
 
@@ -758,7 +760,7 @@ class BucketModel:
         # The anchor: what admission extrapolates from until the next answer.
         self._anchor = remaining
         self._anchor_at = max(self._anchor_at, now - self._one_way)
-        self._anchor_set = {id(p) for p in sure}
+        self._anchor_set = set(sure)
         # Exact when every request of ours in flight is known counted or not.
         self._anchor_exact = resolved
         if throttled:
@@ -916,7 +918,7 @@ class BucketModel:
             age = now - permit.admitted_at
             ended = stats.ended_between(age, age + least_trip)
             variance += ended * (1 - ended) * up_front * up_front
-            if id(permit) in anchored:
+            if permit in anchored:
                 # Counted by the anchor: ending gives the reservation back.
                 free += ended * (up_front - cost)
                 _add(h, permit, -ended)
@@ -1148,16 +1150,16 @@ class BucketModel:
         # answered request's end, and our requests surely arrived since.
         gap = max(0.0, now - self._one_way - self._anchor_at)
         predicted = anchor + self.outflow * gap - cost
-        if id(answered) in anchored:
+        if answered in anchored:
             predicted += self.up_front_for(answered.route)
-        arrived = [p for p in sure if id(p) not in anchored]
+        arrived = [p for p in sure if p not in anchored]
         predicted -= sum(self.up_front_for(p.route) for p in arrived)
         if predicted >= self._hwm - self.config.margin:
             return given, doubtful, by_age  # the count may have drained: the leak stopped
         # Those the previous answer counted had arrived, and so had any sent before them.
-        first = max((i + 1 for i, p in enumerate(pending) if id(p) in anchored), default=0)
+        first = max((i + 1 for i, p in enumerate(pending) if p in anchored), default=0)
         for p in pending[:first]:
-            if id(p) not in anchored:
+            if p not in anchored:
                 predicted -= self.up_front_for(p.route)
         reservations = [self.up_front_for(p.route) for p in pending[first:]]
         if not reservations:

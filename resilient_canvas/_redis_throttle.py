@@ -60,6 +60,8 @@ _ADMISSION_TIMEOUT_S = 0.25
 _PROBE_EVERY_S = 1.0
 #: How long background calls (settlement, cleanup, heartbeat) may take.
 _BACKGROUND_TIMEOUT_S = 2.0
+#: How often idle pooled Redis connections are closed (aiohttp's keep-alive is 15 s).
+_IDLE_CLOSE_S = 15.0
 #: How often a waiter that only another process can unblock asks Redis again.
 _POLL_S = 0.01
 _MAX_POLL_S = 0.2
@@ -492,6 +494,7 @@ class RedisThrottle(Throttle):
         ]
         task = asyncio.current_task()
         cancels_before = task.cancelling() if task is not None else 0
+        sent_at = self._now()
         async with asyncio.timeout(self._admission_timeout):
             reply = await self._connection().scripts["acquire"](keys=self._keys, args=args)
         if task is not None and task.cancelling() > cancels_before:
@@ -501,12 +504,19 @@ class RedisThrottle(Throttle):
             raise asyncio.CancelledError
         admitted, view = _parse(reply)
         with self._lock:
-            self._absorb(view)
+            self._absorb(view, sent_at)
         return admitted
 
-    def _absorb(self, view: _View) -> None:
-        """Adopt the newest anchor and the others' better-learned parameters."""
-        self._offset = view.now - self._now()
+    def _absorb(self, view: _View, sent_at: float) -> None:
+        """Adopt the newest anchor and the others' better-learned parameters.
+
+        Redis's clock is read between sending (*sent_at*, ours) and the
+        reply: the offset taken is the largest it can be, so another
+        process's anchor is placed as early as it may have been. Placed
+        later (by a slow reply), our requests sent just after it would pass
+        for counted in it, and go uncharged.
+        """
+        self._offset = view.now - sent_at
         self._view = view
         if any(lease.worker != self._worker for lease in view.leases):
             # Their requests move Canvas's figure unseen: learn only bounds meanwhile.
@@ -587,9 +597,11 @@ class RedisThrottle(Throttle):
 
     async def _settle(self, args: list[Any]) -> None:
         try:
+            sent_at = self._now()
             async with asyncio.timeout(_BACKGROUND_TIMEOUT_S):
                 reply = await self._connection().scripts["settle"](keys=self._keys, args=args)
-            self._absorb(_parse(reply)[1])
+            with self._lock:
+                self._absorb(_parse(reply)[1], sent_at)
         except _ERRORS as error:
             # The lease goes with our heartbeat or its TTL; pace locally meanwhile.
             self._degrade(error)
@@ -653,9 +665,24 @@ class RedisThrottle(Throttle):
         return connection
 
     async def _keep(self, connection: _Connection) -> None:
-        """Close this loop's clients when the loop shuts down (it cancels every task)."""
+        """Close idle pooled connections now and then; close all when the loop shuts down.
+
+        The pool opens a connection per Redis command running at once and
+        never closes one: after a burst (the calls held through an outage,
+        released together) a process kept every socket of its peak for good.
+        Closing the idle ones every ``_IDLE_CLOSE_S`` (as aiohttp closes idle
+        HTTP connections) makes the sockets follow the load; the next
+        command reconnects.
+        """
         try:
-            await asyncio.get_running_loop().create_future()
+            while True:
+                await asyncio.sleep(_IDLE_CLOSE_S)
+                if connection.client is not self._injected_client:
+                    with contextlib.suppress(*_ERRORS):
+                        async with asyncio.timeout(_BACKGROUND_TIMEOUT_S):
+                            await connection.client.connection_pool.disconnect(
+                                inuse_connections=False
+                            )
         finally:
             with contextlib.suppress(*_ERRORS):
                 async with asyncio.timeout(_BACKGROUND_TIMEOUT_S):

@@ -23,6 +23,7 @@ from resilient_canvas import (
     RedisThrottle,
     Throttle,
     ThrottleConfig,
+    _redis_throttle,
     _registry,
     clear_throttles,
     close_throttles,
@@ -286,6 +287,31 @@ async def test_client_redis_url_uses_a_shared_redis_throttle(redis_url: str) -> 
     assert all(sim.token not in key for key in keys)
 
 
+async def test_idle_pooled_connections_close_after_a_burst(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst opens a connection per command at once; idle, they do not stay open.
+
+    Regression (4-process soak through Redis): the calls held through a
+    maintenance window came back together, each process's pool grew by 3-5
+    sockets and kept them to the end (the soak's "fds flat" target).
+    """
+    monkeypatch.setattr(_redis_throttle, "_IDLE_CLOSE_S", 0.05)
+    admin = redis.Redis.from_url(redis_url)
+    before = len(admin.client_list())
+    throttle = RedisThrottle(redis_url, "test#burst", config=ThrottleConfig(margin=0.0))
+    await _seed(throttle)
+    burst = [asyncio.ensure_future(throttle.shared_estimate()) for _ in range(10)]
+    await asyncio.gather(*burst)
+    during = len(admin.client_list())
+    await asyncio.sleep(0.3)
+    after = len(admin.client_list())
+    await throttle.aclose()
+
+    assert during - before >= 5
+    assert after - before <= 2  # the spare connection, and at most one reopened
+
+
 def _leases(url: str, key: str) -> int:
     return int(redis.Redis.from_url(url).zcard(f"resilient_canvas:{key}:leases"))
 
@@ -397,6 +423,62 @@ async def test_cancellation_swallowed_by_the_redis_client_is_still_honoured(
         owner.release(permit)
     await owner.aclose()
     await waiter_side.aclose()
+
+
+class _SlowFifthReplyClient:
+    """A client whose fifth reply arrives 0.2 s after Redis computed it."""
+
+    def __init__(self, client: object) -> None:
+        self._client = client
+        self.calls = 0
+
+    def register_script(self, source: str) -> object:
+        script = self._client.register_script(source)  # type: ignore[attr-defined]
+
+        async def call(**kwargs: object) -> object:
+            reply = await script(**kwargs)
+            self.calls += 1
+            if self.calls == 5:
+                await asyncio.sleep(0.2)
+            return reply
+
+        return call
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+
+async def test_a_slow_reply_does_not_place_another_process_s_anchor_late(
+    redis_url: str,
+) -> None:
+    """Our requests sent after another process's answer are charged, however slow Redis was.
+
+    Regression: the offset between Redis's clock and ours was taken when a
+    reply arrived; one slow reply placed the other process's anchor 0.2 s
+    late on our clock, and the requests we had sent within that time passed
+    for counted in it: 14 admitted here where 11 fit (18 in a flaky test).
+    """
+    import redis.asyncio as redis_asyncio
+
+    admin = redis.Redis.from_url(redis_url)
+    seconds, micros = admin.time()
+    admin.hset(
+        "resilient_canvas:test#slow:state",
+        mapping={"anchor": 600.0, "anchor_at": seconds + micros / 1e6, "anchor_seq": 1},
+    )
+    client = _SlowFifthReplyClient(redis_asyncio.Redis.from_url(redis_url))
+    throttle = RedisThrottle(
+        redis_url, "test#slow", config=ThrottleConfig(learn=False), redis_client=client
+    )
+    held = [await throttle.acquire() for _ in range(5)]  # the fifth reply is slow
+    held += await _until_blocked(throttle)
+
+    # margin 5: 600 - 50 * 11 > 5, so eleven fit (the 0.2 s leaked 2 units).
+    assert len(held) == 11
+    for permit in held:
+        throttle.release(permit)
+    await throttle.aclose()
+    await client._client.aclose()  # type: ignore[attr-defined]
 
 
 _WORKER = """
