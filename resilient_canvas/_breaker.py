@@ -340,6 +340,23 @@ def release_limit(settings: BreakerSettings, data: CircuitData, now: float) -> i
     return int(2 ** math.floor(10 * elapsed / settings.release_duration))
 
 
+def ramp_admission(
+    settings: BreakerSettings, data: CircuitData, now: float, in_flight: int
+) -> Admission:
+    """The answer to a call while released calls ramp up after a close.
+
+    ``ADMITTED`` once the release is over; a ramp admission while fewer than
+    :func:`release_limit` released calls are in flight (the caller counts
+    them); else a short wait.
+    """
+    limit = release_limit(settings, data, now)
+    if limit is None:
+        return ADMITTED
+    if in_flight >= limit:
+        return Admission(False, wait=POLL)
+    return Admission(True, ramp=True)
+
+
 def is_current_probe(data: CircuitData, admission: Admission) -> bool:
     """Whether *admission* is the probe in flight (a late, superseded one decides nothing)."""
     return data.state is CircuitState.HALF_OPEN and admission.probe_number == data.probes
@@ -509,14 +526,12 @@ class CircuitBreaker:
     # -------------------------------------------------------------- internals
 
     def _admit_ramp(self, now: float) -> Admission:
-        limit = release_limit(self.settings, self._data, now)
-        if limit is None:
-            return ADMITTED
-        if self._ramp_in_flight >= limit:
+        admission = ramp_admission(self.settings, self._data, now, self._ramp_in_flight)
+        if admission.ramp:
+            self._ramp_in_flight += 1
+        elif not admission.go:
             self._waits += 1
-            return Admission(False, wait=POLL)
-        self._ramp_in_flight += 1
-        return Admission(True, ramp=True)
+        return admission
 
     def _maybe_open(self, now: float) -> Transition | None:
         failures, total = self._window.counts(now)

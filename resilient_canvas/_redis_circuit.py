@@ -64,7 +64,7 @@ from resilient_canvas._breaker import (
     held,
     open_reason,
     probe_admission,
-    release_limit,
+    ramp_admission,
     shared_breaker_for,
     shared_breakers,
     start_probe,
@@ -76,6 +76,7 @@ from resilient_canvas._redis_support import (
     LUA_NOW,
     redis_asyncio,
     require_redis,
+    start_task,
     text,
 )
 
@@ -490,14 +491,12 @@ class RedisCircuit:
     def _admit_ramp(self, now: float) -> Admission:
         # The release is timed by the shared closed_at; each process ramps its own
         # calls. Once it is over the local copy forgets it: admits take the fast path.
-        limit = release_limit(self.settings, self._data, now)
-        if limit is None:
-            return ADMITTED
-        if self._ramp_in_flight >= limit:
+        admission = ramp_admission(self.settings, self._data, now, self._ramp_in_flight)
+        if admission.ramp:
+            self._ramp_in_flight += 1
+        elif not admission.go:
             self._waits += 1
-            return Admission(False, wait=POLL)
-        self._ramp_in_flight += 1
-        return Admission(True, ramp=True)
+        return admission
 
     def _absorb(self, view: _View) -> None:
         """Adopt the shared state of a reply, unless a later request's was adopted already.
@@ -702,17 +701,11 @@ class RedisCircuit:
     def _start(self, name: str, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run *coroutine* in the background; a named one once per event loop at a time."""
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
             coroutine.close()  # no loop (a call outside asyncio): nothing to share
             return
-        connection = self._connection()
-        if name and any(t.get_name() == name and not t.done() for t in connection.tasks):
-            coroutine.close()
-            return
-        task = loop.create_task(coroutine, name=name or "circuit")
-        connection.tasks.add(task)
-        task.add_done_callback(connection.tasks.discard)
+        start_task(self._connection().tasks, name or "circuit", coroutine, unique=bool(name))
 
     async def _settle(self) -> None:
         """Wait for this loop's background work (not the keeper, nor the reconnect loop)."""
@@ -741,9 +734,7 @@ class RedisCircuit:
             )
             scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
             connection = self._connections[loop] = _Connection(client, scripts)
-            keeper = loop.create_task(self._keep(connection), name="keeper")
-            connection.tasks.add(keeper)
-            keeper.add_done_callback(connection.tasks.discard)
+            start_task(connection.tasks, "keeper", self._keep(connection))
         return connection
 
     async def _keep(self, connection: _Connection) -> None:

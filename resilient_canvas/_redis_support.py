@@ -6,6 +6,8 @@ plumbing they would otherwise each repeat.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 try:
@@ -25,6 +27,7 @@ __all__ = [
     "RedisError",
     "redis_asyncio",
     "require_redis",
+    "start_task",
     "text",
 ]
 
@@ -55,3 +58,23 @@ def require_redis(what: str, injected: object) -> None:
 def text(value: Any) -> str:
     """A Redis reply item as text (replies are bytes unless decoded)."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def start_task(
+    tasks: set[asyncio.Task[None]],
+    name: str,
+    coroutine: Coroutine[Any, Any, None],
+    *,
+    unique: bool = True,
+) -> None:
+    """Run *coroutine* as a task of the running loop, kept in *tasks* until it ends.
+
+    With *unique*, not if a task of that name is still running there (a
+    heartbeat, a keeper, a reconnect loop: one per event loop).
+    """
+    if unique and any(task.get_name() == name and not task.done() for task in tasks):
+        coroutine.close()
+        return
+    task = asyncio.get_running_loop().create_task(coroutine, name=name)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)

@@ -50,6 +50,7 @@ from resilient_canvas._redis_support import (
     LUA_NOW,
     redis_asyncio,
     require_redis,
+    start_task,
     text,
 )
 from resilient_canvas._throttle import Throttle
@@ -660,8 +661,8 @@ class RedisThrottle(Throttle):
             scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
             connection = self._connections[loop] = _Connection(client, spare, scripts)
             if spare is not client:
-                self._loop_task("warm", self._warm(spare))
-            self._loop_task("keeper", self._keep(connection))
+                start_task(connection.tasks, "warm", self._warm(spare))
+            start_task(connection.tasks, "keeper", self._keep(connection))
         return connection
 
     async def _keep(self, connection: _Connection) -> None:
@@ -713,13 +714,7 @@ class RedisThrottle(Throttle):
 
     def _loop_task(self, name: str, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run *coroutine* once per event loop (heartbeat, probe) unless already running."""
-        connection = self._connection()
-        if any(task.get_name() == name and not task.done() for task in connection.tasks):
-            coroutine.close()
-            return
-        task = asyncio.get_running_loop().create_task(coroutine, name=name)
-        connection.tasks.add(task)
-        task.add_done_callback(connection.tasks.discard)
+        start_task(self._connection().tasks, name, coroutine)
 
     def _ensure_heartbeat(self) -> None:
         self._loop_task("heartbeat", self._heartbeat())

@@ -30,6 +30,18 @@ def uniform(low: float, high: float):  # type: ignore[no-untyped-def]
     return lambda rng: rng.uniform(low, high)
 
 
+def jittery_ufc120_world(seed: int) -> World:
+    """bench_installs' hwm800-ufc120 install: 50-150 ms each way, a reservation of 120."""
+    return World(
+        settings=ThrottleSettings(hwm=800.0, maximum=1000.0, up_front_cost=120.0),
+        one_way=0.05,
+        jitter=0.1,
+        service=uniform(0.24, 0.36),
+        cost=lambda rng: 0.18,
+        seed=seed,
+    )
+
+
 def route_up_front(world: World) -> float:
     return world.model.up_front_for("GET /api/v1/courses/:id")
 
@@ -59,13 +71,7 @@ def test_reservation_is_learnt_over_a_jittery_network() -> None:
     answers still on the wire were counted as requests at the server, the
     reservation settled near 80 and a quarter of the requests were throttled.
     """
-    world = World(
-        settings=ThrottleSettings(hwm=800.0, maximum=1000.0, up_front_cost=120.0),
-        one_way=0.05,
-        jitter=0.1,
-        service=uniform(0.24, 0.36),
-        cost=lambda rng: 0.18,
-    )
+    world = jittery_ufc120_world(seed=1)
     world.run(400)
 
     assert 120.0 == pytest.approx(route_up_front(world), rel=0.05)
@@ -79,14 +85,7 @@ def test_hwm_raised_by_a_miscounted_drain_is_dropped_when_throttles_contradict_i
     ended (its answer slow on the wire); hwm was learnt as 920 for 800 and
     stayed there, throttling 3% of a 1,000-call run.
     """
-    world = World(
-        settings=ThrottleSettings(hwm=800.0, maximum=1000.0, up_front_cost=120.0),
-        one_way=0.05,
-        jitter=0.1,
-        service=uniform(0.24, 0.36),
-        cost=lambda rng: 0.18,
-        seed=2,
-    )
+    world = jittery_ufc120_world(seed=2)
     world.run(1000)
 
     assert world.model.hwm <= 800.0 + 60.0
