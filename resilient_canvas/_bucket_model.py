@@ -1280,8 +1280,10 @@ class BucketModel:
         # them and weighed again as the filter learns them.
         leaked = self.outflow * max(0.0, answered_at - self._drained_at)
         base = remaining + max(0.0, self._charged_since_drain - leaked)
-        self._drain_sample = (base, {k: -v for k, v in self._reserved_vector(sure).items()})
-        self._reweighs_left = _HWM_REWEIGHS
+        reserved = {k: -v for k, v in self._reserved_vector(sure).items()}
+        self._drain_sample = (base, reserved)
+        # A sample with no reservations in it does not move as the filter learns.
+        self._reweighs_left = _HWM_REWEIGHS if reserved else 0
         self._reweigh_hwm()
 
     def _reweigh_hwm(self) -> None:
@@ -1411,9 +1413,10 @@ class BucketModel:
 
     def _reserved_vector(self, permits: Iterable[Permit], weight: float = 1.0) -> dict[int, float]:
         """Coefficients of the sum of *permits*' reservations over the filter's state, negated."""
-        h: dict[int, float] = {_Filter.U: 0.0}
+        # No zero coefficients: the filter's sums run over the entries.
+        h: dict[int, float] = {}
         for permit in permits:
-            h[_Filter.U] -= weight
+            h[_Filter.U] = h.get(_Filter.U, 0.0) - weight
             if permit.slot >= 0:
                 h[permit.slot] = h.get(permit.slot, 0.0) - weight
         return h
@@ -1518,11 +1521,11 @@ class BucketModel:
     def _clamp(self) -> None:
         """Keep every estimate within physical bounds, whatever the evidence did."""
         x = self._filter.x
-        self._hwm = min(max(self._hwm, 2 * MIN_UP_FRONT_COST), MAX_HWM)
-        x[_Filter.U] = min(max(x[_Filter.U], MIN_UP_FRONT_COST), self._hwm)
-        x[_Filter.D] = min(max(x[_Filter.D], -MAX_HWM), 2 * MAX_HWM)
+        hwm = self._hwm = _within(self._hwm, 2 * MIN_UP_FRONT_COST, MAX_HWM)
+        u = x[_Filter.U] = _within(x[_Filter.U], MIN_UP_FRONT_COST, hwm)
+        x[_Filter.D] = _within(x[_Filter.D], -MAX_HWM, 2 * MAX_HWM)
         for slot in self._slots.values():
-            x[slot] = min(max(x[slot], MIN_UP_FRONT_COST - x[_Filter.U]), self._hwm)
+            x[slot] = _within(x[slot], MIN_UP_FRONT_COST - u, hwm)
 
     def _log_moves(self) -> None:
         for name, value in (
@@ -1551,6 +1554,13 @@ def _add(h: dict[int, float], permit: Permit, weight: float) -> None:
     h[_Filter.U] = h.get(_Filter.U, 0.0) + weight
     if permit.slot >= 0:
         h[permit.slot] = h.get(permit.slot, 0.0) + weight
+
+
+def _within(value: float, low: float, high: float) -> float:
+    """*value* clamped to ``[low, high]`` (comparisons: this runs on every answer)."""
+    if value < low:
+        return low
+    return high if value > high else value
 
 
 def _plausible(value: float, variance: float) -> bool:
