@@ -662,6 +662,20 @@ class BucketModel:
         self._active.append(permit)
         return permit
 
+    def may_pass(self, waited: float) -> bool:
+        """Whether a request of another route may start before one waiting *waited* seconds.
+
+        Routes reserve different amounts, so a light request often fits where
+        the heavy one waiting does not. Each one passing delays the heavy one
+        by at most its own round trip, so passing stops once it has waited a
+        typical round trip (the median of the latest answered): from then it
+        waits for nobody. Before any round trip is known, nobody passes.
+        """
+        trips = self._default_stats.sorted
+        if len(trips) < _TRIP_SAMPLES:
+            return False
+        return waited < trips[len(trips) // 2]
+
     def room(self, now: float, route: str | None = None, others: int = 0) -> float:
         """Room for one more request of *route* beyond the safety margin (inf without headers).
 

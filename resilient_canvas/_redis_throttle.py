@@ -410,16 +410,18 @@ class RedisThrottle(Throttle):
         waiting_since = self._now()
         while not self._degraded:
             with self._lock:
-                delay = self.model.delay(self._now(), route)
+                now = self._now()
+                # Held back for an older head of another route: until it leaves.
+                delay = math.inf if self._held_back(route, now) else self.model.delay(now, route)
             if delay > 0:
                 # Our own requests, the pause or the cut: only the model decides.
-                await self._wait_for_change(delay)
+                await self._wait_for_change(delay, route)
                 continue
             with self._lock:
                 most, wait = self._shared_room(route)
             if wait > 0 or races >= _RACES_BEFORE_POLL:
                 races = 0
-                await self._wait_for_change(max(wait, _POLL_S))
+                await self._wait_for_change(max(wait, _POLL_S), route)
                 most = -1  # only refresh the view: it is stale after a wait
             try:
                 admitted = await self._take(member if most >= 0 else "", route, most, waiting_since)

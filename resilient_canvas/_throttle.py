@@ -2,8 +2,16 @@
 
 The decisions (what the bucket holds, who may start, what an answer teaches)
 are the sans-IO :class:`~resilient_canvas._bucket_model.BucketModel`; this
-module is its asyncio face: a FIFO queue of waiters, woken when a request ends
-or when the model says the leak has made room, and cancellation-safe.
+module is its asyncio face: FIFO queues of waiters, one per route, woken when a
+request ends or when the model says the leak has made room, and
+cancellation-safe.
+
+One queue per route because routes reserve different amounts (Canvas sets
+``up_front_cost`` per path): a heavy request at the head of a single queue,
+waiting for room it needs and a light one does not, would hold every light
+one behind it. A route's head may pass the heads of other routes only while
+they have waited less than a typical request's round trip
+(``BucketModel.may_pass``); past that the oldest waits for nobody.
 
 One throttle serves every client of a token in the process, and the blocking
 client's loop thread and a caller's own event loop may drive it at once: the
@@ -25,6 +33,7 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from resilient_canvas import _logging
@@ -75,12 +84,8 @@ class Throttle:
         # throttle (a blocking client's and the caller's). Reentrant, so that
         # a subclass's hooks may take it again.
         self._lock = threading.RLock()
-        self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
-        #: What the waiter at the head waits on, on its own loop.
-        self._changed: asyncio.Future[None] | None = None
-        #: A change with nobody waiting: a waiter that checked just before it,
-        #: in another thread, must not then sleep through it.
-        self._missed = False
+        #: The waiters of each route with any waiting, FIFO.
+        self._lanes: dict[str | None, _Lane] = {}
 
     @property
     def config(self) -> ThrottleConfig:
@@ -111,8 +116,14 @@ class Throttle:
 
     # ---------------------------------------------------------------- admission
 
+    @property
+    def waiting(self) -> int:
+        """How many callers wait for a place."""
+        with self._lock:
+            return sum(len(lane.queue) for lane in self._lanes.values())
+
     async def acquire(self, route: str | None = None) -> Permit:
-        """Wait, in FIFO order, until the model admits one more request.
+        """Wait, in FIFO order per route, until the model admits one more request.
 
         Args:
             route: The route template (``GET /api/v1/courses/:id/enrollments``),
@@ -126,25 +137,30 @@ class Throttle:
             return permit
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:
-            self._queue.append(turn)
-            if self._queue[0] is turn:
+            lane = self._lanes.get(route)
+            if lane is None:
+                lane = self._lanes[route] = _Lane(route)
+            lane.queue.append(turn)
+            if lane.queue[0] is turn:
+                lane.since = self._now()
                 turn.set_result(None)
         try:
             await turn
             lease = await self._wait_for_place(route)
         except BaseException:
-            self._leave_queue(turn)
+            self._leave_queue(lane, turn)
             raise
         with self._lock:
             # At once: the next in line, perhaps in another thread, checks
             # for room only once this place is taken.
-            self._leave_queue(turn)
+            self._leave_queue(lane, turn)
             return self._admit(route, lease)
 
     def try_acquire(self, route: str | None = None) -> Permit | None:
-        """Take a place at once if one is free and nobody is waiting; else None."""
+        """Take a place at once if one is free and nobody of the route is waiting; else None."""
         with self._lock:
-            if not self._queue and self._admissible_now(route):
+            waits = route in self._lanes or self._held_back(route, self._now())
+            if not waits and self._admissible_now(route):
                 return self._admit(route)
         return None
 
@@ -205,19 +221,33 @@ class Throttle:
         Returns the shared lease backing the place, if the state is shared.
         """
         while (delay := self._delay(route)) > 0:
-            await self._wait_for_change(delay)
+            await self._wait_for_change(delay, route)
         return None
 
     def _delay(self, route: str | None) -> float:
         with self._lock:
             # A change before this check is seen by it.
-            self._missed = False
-            return self.model.delay(self._now(), route)
+            self._lanes[route].missed = False
+            now = self._now()
+            if self._held_back(route, now):
+                return math.inf  # until the older head leaves its queue
+            return self.model.delay(now, route)
 
-    async def _wait_for_change(self, seconds: float | None) -> None:
+    def _held_back(self, route: str | None, now: float) -> bool:
+        """Whether a head of another route, waiting longer, has waited too long to be passed."""
+        lane = self._lanes.get(route)
+        since = lane.since if lane is not None else now
+        return any(
+            other.since < since and not self.model.may_pass(now - other.since)
+            for other in self._lanes.values()
+            if other is not lane
+        )
+
+    async def _wait_for_change(self, seconds: float | None, route: str | None) -> None:
         """Wait until a place is released here, or *seconds* pass (None or inf: no timer).
 
-        In testing mode the timer is not waited for: the virtual clock jumps.
+        Only the head of *route*'s queue waits here. In testing mode the timer
+        is not waited for: the virtual clock jumps.
         """
         timed = seconds is not None and math.isfinite(seconds)
         if timed and self._skips_time():
@@ -227,11 +257,12 @@ class Throttle:
             return
         changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:
-            if self._missed:
+            lane = self._lanes[route]
+            if lane.missed:
                 # Released in another thread since this waiter last looked.
-                self._missed = False
+                lane.missed = False
                 return
-            self._changed = changed
+            lane.changed = changed
         waiters: set[asyncio.Future[Any]] = {changed}
         sleeper = None
         if timed:
@@ -244,38 +275,58 @@ class Throttle:
             if sleeper is not None:
                 sleeper.cancel()
             with self._lock:
-                if self._changed is changed:
-                    self._changed = None
+                if lane.changed is changed:
+                    lane.changed = None
 
     def _admit(self, route: str | None, lease: str | None = None) -> Permit:
         return self.model.admit(self._now(), route, lease)
 
-    def _leave_queue(self, turn: asyncio.Future[None]) -> None:
+    def _leave_queue(self, lane: _Lane, turn: asyncio.Future[None]) -> None:
         with self._lock:
-            was_head = bool(self._queue) and self._queue[0] is turn
+            was_head = bool(lane.queue) and lane.queue[0] is turn
             try:
-                self._queue.remove(turn)
+                lane.queue.remove(turn)
             except ValueError:
                 return
+            if not lane.queue:
+                if self._lanes.get(lane.route) is lane:
+                    del self._lanes[lane.route]
+            elif was_head:
+                lane.since = self._now()
+                if not lane.queue[0].done():
+                    _wake(lane.queue[0])
             if was_head:
-                self._promote_next()
-
-    def _promote_next(self) -> None:
-        if self._queue and not self._queue[0].done():
-            _wake(self._queue[0])
+                # Heads of other routes held back for this one may go now.
+                self._wake_head()
 
     def _notify(self) -> None:
-        """Wake the waiter at the head, whichever thread its loop runs in."""
+        """Wake the waiters at the heads, whichever thread their loops run in."""
         with self._lock:
             self._wake_head()
 
     def _wake_head(self) -> None:
         """:meth:`_notify` with the lock held."""
-        changed, self._changed = self._changed, None
-        if changed is None:
-            self._missed = True
-        else:
-            _wake(changed)
+        for lane in self._lanes.values():
+            changed, lane.changed = lane.changed, None
+            if changed is None:
+                lane.missed = True
+            else:
+                _wake(changed)
+
+
+@dataclass(eq=False)
+class _Lane:
+    """The callers waiting to send requests of one route, first come first served."""
+
+    route: str | None
+    queue: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
+    #: When the head started waiting for a place (the throttle's clock).
+    since: float = math.inf
+    #: What the head waits on, on its own loop.
+    changed: asyncio.Future[None] | None = None
+    #: A change while the head was not waiting: a head that checked just
+    #: before it, in another thread, must not then sleep through it.
+    missed: bool = False
 
 
 def _wake(future: asyncio.Future[None]) -> None:

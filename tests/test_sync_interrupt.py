@@ -59,9 +59,9 @@ def test_ctrl_c_while_waiting_for_the_throttle_leaves_its_queue(sim: ThreadedSim
 
     holder = threading.Thread(target=hang)
     holder.start()
-    with ctrl_c_when(lambda: len(throttle._queue) == 1), pytest.raises(KeyboardInterrupt):
+    with ctrl_c_when(lambda: throttle.waiting == 1), pytest.raises(KeyboardInterrupt):
         client.get("courses/102")  # waits in the queue: the place is taken
-    queued, in_flight = len(throttle._queue), throttle.estimate().in_flight
+    queued, in_flight = throttle.waiting, throttle.estimate().in_flight
     client.close()  # the hanging call fails: its client is closed
     holder.join()
 

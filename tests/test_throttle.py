@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 from structlog.testing import capture_logs
@@ -90,6 +91,80 @@ async def test_waiters_are_admitted_in_order() -> None:
     assert [0, 1, 2, 3, 4] == order
 
 
+async def _with_round_trips(clock: FakeClock, seconds: float) -> Throttle:
+    """A throttle that has seen ten answers, each after *seconds*."""
+    throttle = make(clock)
+    for _ in range(10):
+        permit = await throttle.acquire("GET /light")
+        clock.advance(seconds)
+        throttle.release(permit, Observation(remaining=600.0, cost=0.01))
+    return throttle
+
+
+async def test_a_light_route_passes_a_heavy_head_that_does_not_fit() -> None:
+    """Per-route queues: a request that fits does not wait behind another route's that does not.
+
+    Canvas reserves per path; one queue would hold every light request behind
+    a heavy one waiting for room only it needs (mixed jobs ran 1.15x the
+    bound that way, 0.8x with per-route queues).
+    """
+    clock = FakeClock()
+    throttle = await _with_round_trips(clock, 0.2)
+    fits = {"GET /heavy": False}
+
+    def delay(now: float, route: str | None = None) -> float:
+        return 0.0 if fits.get(route or "", True) else math.inf
+
+    throttle.model.delay = delay  # type: ignore[method-assign]
+    heavy = asyncio.ensure_future(throttle.acquire("GET /heavy"))
+    assert await blocked(heavy)
+
+    light = await asyncio.wait_for(throttle.acquire("GET /light"), 1.0)
+
+    assert not heavy.done()
+    throttle.release(light)
+
+
+async def test_a_head_waiting_a_typical_round_trip_is_passed_no_more() -> None:
+    """No starvation: once the heavy head has waited a median round trip, others wait for it."""
+    clock = FakeClock()
+    throttle = await _with_round_trips(clock, 0.2)
+    fits = {"GET /heavy": False}
+
+    def delay(now: float, route: str | None = None) -> float:
+        return 0.0 if fits.get(route or "", True) else math.inf
+
+    throttle.model.delay = delay  # type: ignore[method-assign]
+    order: list[str] = []
+
+    async def call(route: str) -> None:
+        permit = await throttle.acquire(route)
+        order.append(route)
+        throttle.release(permit)
+
+    heavy = asyncio.ensure_future(call("GET /heavy"))
+    assert await blocked(heavy)
+    clock.advance(0.25)  # longer than the median round trip (0.2 s)
+    light = asyncio.ensure_future(call("GET /light"))
+    assert await blocked(light)
+    assert 2 == throttle.waiting
+
+    fits["GET /heavy"] = True
+    throttle._notify()  # a release: the heads look again
+    await asyncio.wait_for(asyncio.gather(heavy, light), 1.0)
+
+    assert ["GET /heavy", "GET /light"] == order
+    assert 0 == throttle.waiting
+
+
+def test_nobody_passes_before_round_trips_are_known() -> None:
+    """Until answers show a typical round trip, waiting is FIFO across routes."""
+    clock = FakeClock()
+    throttle = make(clock)
+
+    assert not throttle.model.may_pass(0.0)
+
+
 async def test_cancelled_waiter_frees_its_place() -> None:
     """Cancelling the head waiter lets the next one through and leaves nothing behind."""
     throttle = make(FakeClock(), headerless_in_flight=1)
@@ -105,7 +180,7 @@ async def test_cancelled_waiter_frees_its_place() -> None:
 
     assert head.cancelled()
     assert 1 == throttle.estimate().in_flight
-    assert 0 == len(throttle._queue)
+    assert 0 == throttle.waiting
 
 
 async def test_throttle_with_room_left_by_reservations_needs_no_pause() -> None:
