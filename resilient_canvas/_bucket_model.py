@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import hashlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -509,6 +510,9 @@ class BucketModel:
         self._associated = 0
         #: Until when another process's requests may be moving the figure.
         self._others_until = -math.inf
+        #: Route tags of the other processes' requests lately in flight (None: unknown).
+        self._others_routes: frozenset[str] | None = None
+        self._others_routes_until = -math.inf
         #: Bounds on two network transits (a request's and an answer's) that
         #: associated answers showed: each at least a `lo`, at most a `hi`.
         self._transit_lo: collections.deque[float] = collections.deque(maxlen=_NETWORK_KEPT)
@@ -640,7 +644,28 @@ class BucketModel:
         leak_left = max(self._hwm, self._anchor) - self._remaining_now(now)
         if leak_left <= 0:
             return math.inf if n else 0.0
-        return max(min(shortfall, leak_left), 0.01) / self.outflow
+        wait = max(min(shortfall, leak_left), 0.01) / self.outflow
+        if not n:
+            return min(wait, self._lone_wait(now, route))
+        return wait
+
+    def _lone_wait(self, now: float, route: str | None) -> float:
+        """With nothing in flight: until the fast end of the leak's estimate made room.
+
+        One request alone risks at most one throttle, and its answer shows
+        how fast the bucket leaks; waiting on the estimate's mean and doubt
+        instead never ends where the estimate is wrong: other clients of the
+        token dragged one down to 0.05 units/s (sd 3.7), whose doubt grew
+        faster than its leak, and 204 calls failed at their deadline.
+        """
+        assert self._anchor is not None
+        fast = self.outflow + _SAFETY_Z * math.sqrt(self._outflow.var)
+        since = max(0.0, now - self._anchor_at)
+        ceiling = max(self._hwm, self._anchor)
+        room = min(self._anchor + fast * since, ceiling)
+        short = self.up_front_for(route) + self.config.margin - room
+        # Nothing left to leak: one request always fits an empty bucket.
+        return 0.0 if short < 0 or room >= ceiling else short / fast
 
     def admit(self, now: float, route: str | None = None, lease: str | None = None) -> Permit:
         """Record a request starting now (call when ``delay()`` said 0)."""
@@ -691,8 +716,10 @@ class BucketModel:
         sd = math.sqrt(doubt) + others * math.sqrt(max(0.0, self._filter.p[_Filter.U][_Filter.U]))
         return free - others * self.up_front_cost - self._safety(sd**2)
 
-    def note_others(self, now: float) -> None:
+    def note_others(self, now: float, routes: Iterable[str] | None = None) -> None:
         """Another process's requests are in flight on this token (a shared bucket).
+
+        *routes*: the :func:`route_tag` of each of theirs, if known.
 
         Their reservations and costs move Canvas's figure where this model
         cannot see them, and would read as a smaller leak or a wandering
@@ -704,6 +731,14 @@ class BucketModel:
         shared by one that was.
         """
         self._others_until = max(self._others_until, now + _OTHERS_FOR_S)
+        # Their routes, while they last: the reservation's lattice holds when
+        # they all reserve what ours does (see _others_share_route).
+        tags = frozenset(routes) if routes is not None else None
+        if tags is None or self._others_routes is None or now >= self._others_routes_until:
+            self._others_routes = tags
+        else:
+            self._others_routes |= tags
+        self._others_routes_until = now + _OTHERS_FOR_S
 
     def adopt_anchor(self, remaining: float, at: float) -> None:
         """Take another process's newer answer (computed by Canvas at *at*) as the anchor.
@@ -770,6 +805,9 @@ class BucketModel:
         self._learn_hwm(permit, remaining, None if throttled else (cost or 0.0), sure, maybe, now)
         if self._learn and alone:
             self._observe(remaining, None if throttled else (cost or 0.0), sure, maybe, now)
+        if self._learn and (alone or self._others_share_route(permit.route)):
+            # Steps of the figure are whole reservations whoever moved it, when
+            # every request in flight, theirs too, reserves what this route does.
             self._learn_lattice(permit, remaining, 0.0 if throttled else (cost or 0.0), now)
         # The anchor: what admission extrapolates from until the next answer.
         self._anchor = remaining
@@ -1242,6 +1280,10 @@ class BucketModel:
         low = bounds[int(_TRANSIT_LOW_QUANTILE * (len(bounds) - 1))]
         return min(low, min(self._transit_hi, default=low))
 
+    def _others_share_route(self, route: str | None) -> bool:
+        """Whether every request the other processes had in flight lately is of *route*."""
+        return self._others_routes is not None and self._others_routes <= {route_tag(route)}
+
     def _network_jitter(self) -> float:
         """How much longer than the shortest a network round trip may take (0: unknown)."""
         trips = sorted(self._network_trips)
@@ -1561,6 +1603,13 @@ class BucketModel:
                     sd=round(math.sqrt(max(0.0, variance)), 3),
                     answers=self._answers,
                 )
+
+
+def route_tag(route: str | None) -> str:
+    """A short, stable name of *route* for shared state (Redis lease names)."""
+    if not route:
+        return "-"
+    return hashlib.blake2s(route.encode(), digest_size=4).hexdigest()
 
 
 def _add(h: dict[int, float], permit: Permit, weight: float) -> None:

@@ -20,6 +20,7 @@ from resilient_canvas._bucket_model import (
     Observation,
     Permit,
     ThrottleConfig,
+    route_tag,
 )
 from resilient_canvas.testing import ThrottleSettings
 from resilient_canvas.testing._bound import CallShape, schedule_bound
@@ -369,6 +370,44 @@ def test_another_process_s_requests_teach_nothing_but_bounds() -> None:
     assert 50.0 == pytest.approx(route_up_front(world), rel=0.1)
 
 
+def _shared_with(others_route: str | None, tell: bool) -> World:
+    """A world whose bucket another process shares, sending *others_route* (told or not)."""
+    world = World(service=uniform(0.04, 0.06), cost=uniform(0.3, 0.5), seed=4)
+    tags = [route_tag(others_route)] if tell else None
+
+    def foreign(at: float) -> None:
+        def arrive() -> None:
+            world.bucket._increment(50.0)
+            world.model.note_others(world.clock.now, tags)
+            world._at(world.clock.now + 0.05, lambda: world.bucket._increment(0.4 - 50.0))
+
+        world._at(at, arrive)
+
+    for k in range(400):
+        foreign(0.05 * k)
+    world.run(600)
+    return world
+
+
+def test_others_sending_the_same_route_still_show_the_reservation() -> None:
+    """Shared with processes of the same route, the figure's steps are still whole reservations.
+
+    Regression (bench_distributed, 4 processes through Redis): no process was
+    ever alone, so none learnt the reservation: each kept the prior's doubt
+    (sd 25) and charged it for every request of the others, leaving room unused.
+    The lattice (steps of the figure) holds whoever moved it when every
+    request in flight reserves the same; Redis leases now name their route.
+    """
+    route = "GET /api/v1/courses/:id"
+    same = _shared_with(route, tell=True)
+    assert 50.0 == pytest.approx(route_up_front(same), abs=2.0)
+    assert same.model.up_front_sd_for(route) < 2.0
+
+    # Another route (whose reservation may differ), or routes not told: no lattice.
+    for world in (_shared_with("GET /api/v1/users/:id", tell=True), _shared_with(route, False)):
+        assert world.model.up_front_sd_for(route) > 10.0
+
+
 def test_a_busy_event_loop_does_not_make_requests_look_arrived() -> None:
     """Requests that leave, and answers read, up to 20 ms late are still counted right.
 
@@ -385,3 +424,26 @@ def test_a_busy_event_loop_does_not_make_requests_look_arrived() -> None:
     world.run(1500)
 
     assert world.throttled <= 0.005 * world.sent
+
+
+def test_nothing_in_flight_waits_only_as_long_as_the_fast_end_of_the_leak() -> None:
+    """An estimate of the leak dragged down by unseen clients does not stall the run.
+
+    Regression (bench_distributed's four processes sharing a token without
+    Redis): one process's leak, moved by the others' unseen requests, came
+    out 0.05 units/s (sd 2); with the bucket near full and nothing in flight
+    it waited for that leak, and 149 calls failed at their deadline after
+    300 s: the leak's doubt grew faster than its leak, so the room kept short
+    of the safety however long it waited. With nothing in flight one request
+    risks one throttle and shows the leak: it goes once the fast end of the
+    estimate would have made room.
+    """
+    model = BucketModel(now=0.0)
+    model.settle(model.admit(0.0), Observation(remaining=599.99, cost=0.01), 0.05)
+    model.settle(model.admit(1.0), Observation(remaining=20.0, cost=0.01), 1.05)  # count 580
+    model._outflow.mean, model._outflow.var = 0.05, 4.0  # as the unseen clients left it
+
+    wait = model.delay(1.05)
+
+    assert 0.0 < wait < 30.0  # 35 units at 0.05 + 2.5 * 2 per second; it was over 1,000 s
+    assert 0.0 == model.delay(1.05 + wait + 1e-6)
