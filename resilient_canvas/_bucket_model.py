@@ -645,18 +645,19 @@ class BucketModel:
         if leak_left <= 0:
             return math.inf if n else 0.0
         wait = max(min(shortfall, leak_left), 0.01) / self.outflow
-        if not n:
+        if not n and math.sqrt(self._outflow.var) > self.outflow:
+            # Nothing in flight, and a leak estimate unsure even of its scale.
             return min(wait, self._lone_wait(now, route))
         return wait
 
     def _lone_wait(self, now: float, route: str | None) -> float:
         """With nothing in flight: until the fast end of the leak's estimate made room.
 
-        One request alone risks at most one throttle, and its answer shows
-        how fast the bucket leaks; waiting on the estimate's mean and doubt
-        instead never ends where the estimate is wrong: other clients of the
-        token dragged one down to 0.05 units/s (sd 3.7), whose doubt grew
-        faster than its leak, and 204 calls failed at their deadline.
+        For an estimate whose doubt exceeds its mean. One request alone risks
+        at most one throttle, and its answer shows how fast the bucket leaks;
+        waiting on such an estimate's mean and doubt never ends: other
+        clients of the token dragged one down to 0.05 units/s (sd 3.7), whose
+        doubt grew faster than its leak, and 204 calls failed at their deadline.
         """
         assert self._anchor is not None
         fast = self.outflow + _SAFETY_Z * math.sqrt(self._outflow.var)
