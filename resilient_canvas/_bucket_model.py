@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import bisect
 import collections
-import hashlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -510,9 +509,6 @@ class BucketModel:
         self._associated = 0
         #: Until when another process's requests may be moving the figure.
         self._others_until = -math.inf
-        #: Route tags of the other processes' requests lately in flight (None: unknown).
-        self._others_routes: frozenset[str] | None = None
-        self._others_routes_until = -math.inf
         #: Bounds on two network transits (a request's and an answer's) that
         #: associated answers showed: each at least a `lo`, at most a `hi`.
         self._transit_lo: collections.deque[float] = collections.deque(maxlen=_NETWORK_KEPT)
@@ -717,10 +713,8 @@ class BucketModel:
         sd = math.sqrt(doubt) + others * math.sqrt(max(0.0, self._filter.p[_Filter.U][_Filter.U]))
         return free - others * self.up_front_cost - self._safety(sd**2)
 
-    def note_others(self, now: float, routes: Iterable[str] | None = None) -> None:
+    def note_others(self, now: float) -> None:
         """Another process's requests are in flight on this token (a shared bucket).
-
-        *routes*: the :func:`route_tag` of each of theirs, if known.
 
         Their reservations and costs move Canvas's figure where this model
         cannot see them, and would read as a smaller leak or a wandering
@@ -732,14 +726,6 @@ class BucketModel:
         shared by one that was.
         """
         self._others_until = max(self._others_until, now + _OTHERS_FOR_S)
-        # Their routes, while they last: the reservation's lattice holds when
-        # they all reserve what ours does (see _others_share_route).
-        tags = frozenset(routes) if routes is not None else None
-        if tags is None or self._others_routes is None or now >= self._others_routes_until:
-            self._others_routes = tags
-        else:
-            self._others_routes |= tags
-        self._others_routes_until = now + _OTHERS_FOR_S
 
     def adopt_anchor(self, remaining: float, at: float) -> None:
         """Take another process's newer answer (computed by Canvas at *at*) as the anchor.
@@ -806,9 +792,6 @@ class BucketModel:
         self._learn_hwm(permit, remaining, None if throttled else (cost or 0.0), sure, maybe, now)
         if self._learn and alone:
             self._observe(remaining, None if throttled else (cost or 0.0), sure, maybe, now)
-        if self._learn and (alone or self._others_share_route(permit.route)):
-            # Steps of the figure are whole reservations whoever moved it, when
-            # every request in flight, theirs too, reserves what this route does.
             self._learn_lattice(permit, remaining, 0.0 if throttled else (cost or 0.0), now)
         # The anchor: what admission extrapolates from until the next answer.
         self._anchor = remaining
@@ -1281,10 +1264,6 @@ class BucketModel:
         low = bounds[int(_TRANSIT_LOW_QUANTILE * (len(bounds) - 1))]
         return min(low, min(self._transit_hi, default=low))
 
-    def _others_share_route(self, route: str | None) -> bool:
-        """Whether every request the other processes had in flight lately is of *route*."""
-        return self._others_routes is not None and self._others_routes <= {route_tag(route)}
-
     def _network_jitter(self) -> float:
         """How much longer than the shortest a network round trip may take (0: unknown)."""
         trips = sorted(self._network_trips)
@@ -1604,13 +1583,6 @@ class BucketModel:
                     sd=round(math.sqrt(max(0.0, variance)), 3),
                     answers=self._answers,
                 )
-
-
-def route_tag(route: str | None) -> str:
-    """A short, stable name of *route* for shared state (Redis lease names)."""
-    if not route:
-        return "-"
-    return hashlib.blake2s(route.encode(), digest_size=4).hexdigest()
 
 
 def _add(h: dict[int, float], permit: Permit, weight: float) -> None:

@@ -44,7 +44,6 @@ from resilient_canvas._bucket_model import (
     Observation,
     Permit,
     ThrottleConfig,
-    route_tag,
 )
 from resilient_canvas._redis_support import (
     ERRORS,
@@ -273,8 +272,6 @@ class _Lease:
     worker: str
     admitted_at: float
     reservation: float
-    #: The route's tag (``route_tag``); '' from a process that does not say.
-    route: str = ""
 
 
 @dataclass(slots=True)
@@ -307,10 +304,9 @@ def _parse(reply: Any) -> tuple[int, _View]:
     admitted, now, raw_leases, raw_state = reply
     leases = []
     for raw in raw_leases:
-        worker, name, admitted_at, reservation = [*text(raw).split("|"), "", "", "", ""][:4]
-        route = name.partition(".")[2]
+        worker, _, admitted_at, reservation = [*text(raw).split("|"), "", "", "", ""][:4]
         try:
-            leases.append(_Lease(worker, float(admitted_at), float(reservation), route))
+            leases.append(_Lease(worker, float(admitted_at), float(reservation)))
         except ValueError:
             continue
     flat = [text(item) for item in raw_state]
@@ -409,9 +405,7 @@ class RedisThrottle(Throttle):
     # ---------------------------------------------------------------- admission
 
     async def _wait_for_place(self, route: str | None) -> str | None:
-        # The route's tag rides in the lease's name: the others learn from it
-        # whether every request in flight reserves what theirs do.
-        member = f"{self._worker}|{uuid.uuid4().hex}.{route_tag(route)}"
+        member = f"{self._worker}|{uuid.uuid4().hex}"
         races = 0
         waiting_since = self._now()
         while not self._degraded:
@@ -527,11 +521,10 @@ class RedisThrottle(Throttle):
         """
         self._offset = view.now - sent_at
         self._view = view
-        others = [lease.route for lease in view.leases if lease.worker != self._worker]
-        if others:
+        if any(lease.worker != self._worker for lease in view.leases):
             # Their requests move Canvas's figure unseen: learn only bounds meanwhile.
             self._others_seen = True
-            self.model.note_others(self._now(), None if "" in others else others)
+            self.model.note_others(self._now())
         anchor, anchor_at = view.number("anchor"), view.number("anchor_at")
         if anchor is not None and anchor_at is not None:
             self.model.adopt_anchor(anchor, anchor_at - self._offset)

@@ -20,7 +20,6 @@ from resilient_canvas._bucket_model import (
     Observation,
     Permit,
     ThrottleConfig,
-    route_tag,
 )
 from resilient_canvas.testing import ThrottleSettings
 from resilient_canvas.testing._bound import CallShape, schedule_bound
@@ -368,44 +367,6 @@ def test_another_process_s_requests_teach_nothing_but_bounds() -> None:
 
     assert 10.0 == pytest.approx(world.model.outflow, rel=0.1)
     assert 50.0 == pytest.approx(route_up_front(world), rel=0.1)
-
-
-def _shared_with(others_route: str | None, tell: bool) -> World:
-    """A world whose bucket another process shares, sending *others_route* (told or not)."""
-    world = World(service=uniform(0.04, 0.06), cost=uniform(0.3, 0.5), seed=4)
-    tags = [route_tag(others_route)] if tell else None
-
-    def foreign(at: float) -> None:
-        def arrive() -> None:
-            world.bucket._increment(50.0)
-            world.model.note_others(world.clock.now, tags)
-            world._at(world.clock.now + 0.05, lambda: world.bucket._increment(0.4 - 50.0))
-
-        world._at(at, arrive)
-
-    for k in range(400):
-        foreign(0.05 * k)
-    world.run(600)
-    return world
-
-
-def test_others_sending_the_same_route_still_show_the_reservation() -> None:
-    """Shared with processes of the same route, the figure's steps are still whole reservations.
-
-    Regression (bench_distributed, 4 processes through Redis): no process was
-    ever alone, so none learnt the reservation: each kept the prior's doubt
-    (sd 25) and charged it for every request of the others, leaving room unused.
-    The lattice (steps of the figure) holds whoever moved it when every
-    request in flight reserves the same; Redis leases now name their route.
-    """
-    route = "GET /api/v1/courses/:id"
-    same = _shared_with(route, tell=True)
-    assert 50.0 == pytest.approx(route_up_front(same), abs=2.0)
-    assert same.model.up_front_sd_for(route) < 2.0
-
-    # Another route (whose reservation may differ), or routes not told: no lattice.
-    for world in (_shared_with("GET /api/v1/users/:id", tell=True), _shared_with(route, False)):
-        assert world.model.up_front_sd_for(route) > 10.0
 
 
 def test_a_busy_event_loop_does_not_make_requests_look_arrived() -> None:

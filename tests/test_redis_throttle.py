@@ -631,15 +631,3 @@ def test_registry_memory_stays_bounded_with_rotating_tokens() -> None:
     assert RECENT_THROTTLES + 1 >= len(_registry._THROTTLES)
     # Memory after 50,000 tokens is that after 1,000, give or take noise.
     assert late < early + 2**20
-
-
-def test_leases_name_their_route_and_unnamed_ones_read_as_unknown() -> None:
-    """A lease says which route it is for (its tag); one from an older process says nothing."""
-    from resilient_canvas._bucket_model import route_tag
-    from resilient_canvas._redis_throttle import _parse
-
-    tag = route_tag("GET /api/v1/courses/:id")
-    _, view = _parse([1, "100.0", [f"w1|abc.{tag}|99.5|50", "w2|def|99.0|50"], []])
-
-    assert [tag, ""] == [lease.route for lease in view.leases]
-    assert ["w1", "w2"] == [lease.worker for lease in view.leases]
