@@ -91,13 +91,19 @@ async def test_waiters_are_admitted_in_order() -> None:
     assert [0, 1, 2, 3, 4] == order
 
 
-async def _with_round_trips(clock: FakeClock, seconds: float) -> Throttle:
-    """A throttle that has seen ten answers, each after *seconds*."""
+async def _heavy_blocked(clock: FakeClock, fits: dict[str, bool]) -> Throttle:
+    """A throttle that has seen ten answers after 0.2 s each, and admits a route
+    only while *fits* says so (the heavy one does not fit until told)."""
     throttle = make(clock)
     for _ in range(10):
         permit = await throttle.acquire("GET /light")
-        clock.advance(seconds)
+        clock.advance(0.2)
         throttle.release(permit, Observation(remaining=600.0, cost=0.01))
+
+    def delay(now: float, route: str | None = None) -> float:
+        return 0.0 if fits.get(route or "", True) else math.inf
+
+    throttle.model.delay = delay  # type: ignore[method-assign]
     return throttle
 
 
@@ -109,13 +115,8 @@ async def test_a_light_route_passes_a_heavy_head_that_does_not_fit() -> None:
     bound that way, 0.8x with per-route queues).
     """
     clock = FakeClock()
-    throttle = await _with_round_trips(clock, 0.2)
     fits = {"GET /heavy": False}
-
-    def delay(now: float, route: str | None = None) -> float:
-        return 0.0 if fits.get(route or "", True) else math.inf
-
-    throttle.model.delay = delay  # type: ignore[method-assign]
+    throttle = await _heavy_blocked(clock, fits)
     heavy = asyncio.ensure_future(throttle.acquire("GET /heavy"))
     assert await blocked(heavy)
 
@@ -128,13 +129,8 @@ async def test_a_light_route_passes_a_heavy_head_that_does_not_fit() -> None:
 async def test_a_head_waiting_a_typical_round_trip_is_passed_no_more() -> None:
     """No starvation: once the heavy head has waited a median round trip, others wait for it."""
     clock = FakeClock()
-    throttle = await _with_round_trips(clock, 0.2)
     fits = {"GET /heavy": False}
-
-    def delay(now: float, route: str | None = None) -> float:
-        return 0.0 if fits.get(route or "", True) else math.inf
-
-    throttle.model.delay = delay  # type: ignore[method-assign]
+    throttle = await _heavy_blocked(clock, fits)
     order: list[str] = []
 
     async def call(route: str) -> None:
