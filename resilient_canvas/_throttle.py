@@ -159,7 +159,10 @@ class Throttle:
     def try_acquire(self, route: str | None = None) -> Permit | None:
         """Take a place at once if one is free and nobody of the route is waiting; else None."""
         with self._lock:
-            waits = route in self._lanes or self._held_back(route, self._now())
+            # Nobody waiting at all (the common case): no queue to look at.
+            waits = bool(self._lanes) and (
+                route in self._lanes or self._held_back(route, self._now())
+            )
             if not waits and self._admissible_now(route):
                 return self._admit(route)
         return None
@@ -173,7 +176,7 @@ class Throttle:
             return
         with self._lock:
             self.model.settle(permit, observation, self._now())
-            self._wake_head()
+            self._wake_heads()
 
     async def aclose(self) -> None:
         """Release what the throttle holds; nothing for an in-process one."""
@@ -297,14 +300,14 @@ class Throttle:
                     _wake(lane.queue[0])
             if was_head:
                 # Heads of other routes held back for this one may go now.
-                self._wake_head()
+                self._wake_heads()
 
     def _notify(self) -> None:
         """Wake the waiters at the heads, whichever thread their loops run in."""
         with self._lock:
-            self._wake_head()
+            self._wake_heads()
 
-    def _wake_head(self) -> None:
+    def _wake_heads(self) -> None:
         """:meth:`_notify` with the lock held."""
         for lane in self._lanes.values():
             changed, lane.changed = lane.changed, None
