@@ -641,28 +641,36 @@ class BucketModel:
         if leak_left <= 0:
             return math.inf if n else 0.0
         wait = max(min(shortfall, leak_left), 0.01) / self.outflow
-        if not n and math.sqrt(self._outflow.var) > self.outflow:
-            # Nothing in flight, and a leak estimate unsure even of its scale.
+        if not n:
+            # Nothing in flight: no answer will come to tell us more, and the
+            # room waited for may never clear the safety (see _lone_wait).
             return min(wait, self._lone_wait(now, route))
         return wait
 
     def _lone_wait(self, now: float, route: str | None) -> float:
-        """With nothing in flight: until the fast end of the leak's estimate made room.
+        """With nothing in flight: until the leak made room for one request, by its estimate.
 
-        For an estimate whose doubt exceeds its mean. One request alone risks
-        at most one throttle, and its answer shows how fast the bucket leaks;
-        waiting on such an estimate's mean and doubt never ends: other
-        clients of the token dragged one down to 0.05 units/s (sd 3.7), whose
-        doubt grew faster than its leak, and 204 calls failed at their deadline.
+        Waiting for the room to clear the safety ends only if the leak's
+        lower bound (mean less 2.5 standard deviations) is positive, and it
+        may not be: other clients of the token dragged one estimate down to
+        0.05 units/s (sd 3.7), and 204 calls failed at their deadline; a
+        process that shares its bucket through Redis keeps the prior (10,
+        sd 4: a lower bound of exactly zero) and waited 55 s for the count to
+        reach zero. With nothing in flight no answer comes to teach more.
+        One request alone risks at most one throttle, and its answer shows
+        the bucket as it is: it goes once the leak's mean made room, or its
+        fast end (mean + 2.5 sd) where the doubt exceeds the mean (a mean
+        dragged down by unseen clients is no guide).
         """
         assert self._anchor is not None
-        fast = self.outflow + _SAFETY_Z * math.sqrt(self._outflow.var)
+        sd = math.sqrt(self._outflow.var)
+        leak = self.outflow + (_SAFETY_Z * sd if sd > self.outflow else 0.0)
         since = max(0.0, now - self._anchor_at)
         ceiling = max(self._hwm, self._anchor)
-        room = min(self._anchor + fast * since, ceiling)
+        room = min(self._anchor + leak * since, ceiling)
         short = self.up_front_for(route) + self.config.margin - room
         # Nothing left to leak: one request always fits an empty bucket.
-        return 0.0 if short < 0 or room >= ceiling else short / fast
+        return 0.0 if short < 0 or room >= ceiling else short / leak
 
     def admit(self, now: float, route: str | None = None, lease: str | None = None) -> Permit:
         """Record a request starting now (call when ``delay()`` said 0)."""

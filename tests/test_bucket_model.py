@@ -408,3 +408,24 @@ def test_nothing_in_flight_waits_only_as_long_as_the_fast_end_of_the_leak() -> N
 
     assert 0.0 < wait < 30.0  # 35 units at 0.05 + 2.5 * 2 per second; it was over 1,000 s
     assert 0.0 == model.delay(1.05 + wait + 1e-6)
+
+
+def test_nothing_in_flight_never_waits_on_a_leak_whose_lower_bound_is_zero() -> None:
+    """The prior leak (10, sd 4) is never learnt beside other processes: no stall on it.
+
+    Regression (bench_distributed, Redis): a process holding the prior saw
+    an answer of 47.6 while the others ran; with nothing of its own in flight
+    it waited 55 s, as the room grew by the mean leak and the safety by 2.5
+    standard deviations of it, 10 units/s each, until the count reached zero.
+    """
+    model = BucketModel(now=0.0)
+    model.settle(model.admit(0.0), Observation(remaining=599.99, cost=0.01), 0.05)
+    model.settle(model.admit(1.0), Observation(remaining=47.6, cost=0.01), 1.05)
+    model._outflow.mean, model._outflow.var = 10.0, 16.0  # the prior, unlearnt
+
+    now, waits = 1.05, 0
+    while (wait := model.delay(now)) > 0 and waits < 1000:
+        now, waits = now + wait, waits + 1
+
+    # 50 + 5 - 47.6 units at the mean leak take 0.74 s; it was 55 s.
+    assert now - 1.05 < 1.0
