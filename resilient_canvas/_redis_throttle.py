@@ -412,7 +412,9 @@ class RedisThrottle(Throttle):
             with self._lock:
                 now = self._now()
                 # Held back for an older head of another route: until it leaves.
-                delay = math.inf if self._held_back(route, now) else self.model.delay(now, route)
+                # The leases name every request on the token: ours are all there is.
+                held = self._held_back(route, now)
+                delay = math.inf if held else self.model.delay(now, route, sees_all=True)
             if delay > 0:
                 # Our own requests, the pause or the cut: only the model decides.
                 await self._wait_for_change(delay, route)

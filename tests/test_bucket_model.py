@@ -417,15 +417,22 @@ def test_nothing_in_flight_never_waits_on_a_leak_whose_lower_bound_is_zero() -> 
     an answer of 47.6 while the others ran; with nothing of its own in flight
     it waited 55 s, as the room grew by the mean leak and the safety by 2.5
     standard deviations of it, 10 units/s each, until the count reached zero.
+    A Redis throttle sees every request on the token, so one request goes
+    once the mean leak made room; a throttle that cannot see the others waits.
     """
     model = BucketModel(now=0.0)
     model.settle(model.admit(0.0), Observation(remaining=599.99, cost=0.01), 0.05)
     model.settle(model.admit(1.0), Observation(remaining=47.6, cost=0.01), 1.05)
     model._outflow.mean, model._outflow.var = 10.0, 16.0  # the prior, unlearnt
 
-    now, waits = 1.05, 0
-    while (wait := model.delay(now)) > 0 and waits < 1000:
-        now, waits = now + wait, waits + 1
+    def waited(sees_all: bool) -> float:
+        now, waits = 1.05, 0
+        while (wait := model.delay(now, sees_all=sees_all)) > 0 and waits < 1000:
+            now, waits = now + wait, waits + 1
+        return now - 1.05
 
-    # 50 + 5 - 47.6 units at the mean leak take 0.74 s; it was 55 s.
-    assert now - 1.05 < 1.0
+    # Seeing every request on the token (Redis leases): 50 + 5 - 47.6 units
+    # at the mean leak take 0.74 s; it was 55 s.
+    assert waited(sees_all=True) < 1.0
+    # Beside unseen clients, the lone requests of each would add up: no shortcut.
+    assert waited(sees_all=False) > 10.0
