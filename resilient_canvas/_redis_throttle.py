@@ -412,7 +412,8 @@ class RedisThrottle(Throttle):
             with self._lock:
                 now = self._now()
                 # Held back for an older head of another route: until it leaves.
-                # The leases name every request on the token: ours are all there is.
+                # The leases name every request on the token, and the shared
+                # room below charges the others': the model may count ours alone.
                 held = self._held_back(route, now)
                 delay = math.inf if held else self.model.delay(now, route, sees_all=True)
             if delay > 0:
