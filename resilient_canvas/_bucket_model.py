@@ -51,6 +51,9 @@ from resilient_canvas._lattice import ReservationLattice
 
 #: Requests sent before any answer (see ``BucketModel.headerless_limit``).
 FIRST_BURST = 4
+#: Prefixes of a route's reservation and its variance in ``BucketModel.parameters``.
+ROUTE_UP_FRONT = "up_front_cost@"
+ROUTE_UP_FRONT_VAR = "up_front_cost_var@"
 #: Physical bounds of what a Canvas header may say (documented in docs/throttle.md).
 #: Values outside are garbage (or another system's header) and are ignored.
 MAX_HWM = 100_000.0
@@ -883,9 +886,16 @@ class BucketModel:
         return max(0.0, (calls * mean - headroom) / self.outflow)
 
     def parameters(self) -> dict[str, float]:
-        """The learned parameters and their variances, to share (Redis) or persist."""
+        """The learned parameters and their variances, to share (Redis) or persist.
+
+        Each route with its own reservation estimate adds
+        ``up_front_cost@<route>`` and ``up_front_cost_var@<route>``: what a
+        route's answers teach lands mostly in its own term, so the global
+        value alone stays nearly as unsure as the prior (a route learnt to
+        sd 0.6 left the global one at sd 12).
+        """
         p = self._filter.p
-        return {
+        shared = {
             "hwm": self._hwm,
             "hwm_var": self._hwm_sd**2,
             "up_front_cost": self.up_front_cost,
@@ -893,6 +903,10 @@ class BucketModel:
             "outflow": self.outflow,
             "outflow_var": self._outflow.var,
         }
+        for route in self._slots:
+            shared[ROUTE_UP_FRONT + route] = self.up_front_for(route)
+            shared[ROUTE_UP_FRONT_VAR + route] = self.up_front_sd_for(route) ** 2
+        return shared
 
     def merge_parameters(self, shared: dict[str, float]) -> None:
         """Fold in another process's learned parameters as an independent measurement.
@@ -902,12 +916,14 @@ class BucketModel:
         """
         if not self._learn:
             return
-        f = self._filter
-        value, variance = shared.get("up_front_cost"), shared.get("up_front_cost_var")
-        if value is not None and variance is not None and _plausible(value, variance):
-            mine = f.p[_Filter.U][_Filter.U]
-            if variance < mine:
-                f.update({_Filter.U: 1.0}, value, variance + mine)
+        self._merge_up_front({_Filter.U: 1.0}, shared, "up_front_cost", "up_front_cost_var")
+        for name in shared:
+            if name.startswith(ROUTE_UP_FRONT):
+                route = name[len(ROUTE_UP_FRONT) :]
+                slot = self._slot(route)
+                if slot >= 0:  # else no room for its own term: the global value stands
+                    h = {_Filter.U: 1.0, slot: 1.0}
+                    self._merge_up_front(h, shared, name, ROUTE_UP_FRONT_VAR + route)
         value, variance = shared.get("outflow"), shared.get("outflow_var")
         if value is not None and variance is not None and _plausible(value, variance):
             flow = self._outflow
@@ -924,6 +940,21 @@ class BucketModel:
         ):
             self._hwm, self._hwm_sd = value, math.sqrt(variance)
         self._clamp()
+
+    def _merge_up_front(
+        self, h: dict[int, float], shared: dict[str, float], name: str, var_name: str
+    ) -> None:
+        """Take another's reservation estimate (``h`` of the state) where it is surer than ours.
+
+        Measured with its own variance: it started from the same prior, so
+        where ours is still the prior theirs is all there is to know (adding
+        our variance to its noise, as this once did, kept half the prior's).
+        """
+        value, variance = shared.get(name), shared.get(var_name)
+        if value is None or variance is None or not _plausible(value, variance):
+            return
+        if variance < self._filter.variance(h):
+            self._filter.update(h, value, variance)
 
     # ------------------------------------------------------------- internals
 

@@ -41,6 +41,8 @@ from typing import Any
 from resilient_canvas import _logging
 from resilient_canvas._bucket_model import (
     MAX_ABS_REMAINING,
+    ROUTE_UP_FRONT,
+    ROUTE_UP_FRONT_VAR,
     Observation,
     Permit,
     ThrottleConfig,
@@ -80,6 +82,7 @@ _PUBLISH_EVERY_S = 1.0
 
 _ERRORS = ERRORS
 _PARAMETERS = ("hwm", "hwm_var", "up_front_cost", "up_front_cost_var", "outflow", "outflow_var")
+_ROUTE_PARAMETERS = (ROUTE_UP_FRONT, ROUTE_UP_FRONT_VAR)
 
 # KEYS: state, leases, lease info, workers, cancelled lease ids. ARGV[1]: now or ''.
 _PRELUDE = (
@@ -541,7 +544,10 @@ class RedisThrottle(Throttle):
                 if len(self._merged_from) < 1024:
                     self._merged_from.add(by)
                 shared = {
-                    name: value for name in _PARAMETERS if (value := view.number(name)) is not None
+                    name: value
+                    for name in view.state
+                    if (name in _PARAMETERS or name.startswith(_ROUTE_PARAMETERS))
+                    and (value := view.number(name)) is not None
                 }
                 # A no-op for a worker configured learn=False.
                 self.model.merge_parameters(shared)
