@@ -722,20 +722,25 @@ class BucketModel:
             return False
         return waited < trips[len(trips) // 2]
 
-    def room(self, now: float, route: str | None = None, others: int = 0) -> float:
+    def room(
+        self, now: float, route: str | None = None, others: Iterable[tuple[float, float]] = ()
+    ) -> float:
         """Room for one more request of *route* beyond the safety margin (inf without headers).
 
-        For a bucket shared by other processes (Redis): *others* is how many of
-        their requests the anchor did not count; each reserves ``up_front_cost``
-        and adds its doubt. ``delay()`` already covers our own requests.
+        For a bucket shared by other processes (Redis): *others* are the
+        requests of theirs the anchor did not count, each as what its
+        process reserved for it and how unsure that process was (standard
+        deviation). ``delay()`` already covers our own requests.
         """
         if self._anchor is None:
             return math.inf
         free, doubt = self._free(now, route)
-        # Their reservations are (nearly) perfectly correlated with ours through
-        # U: standard deviations add.
-        sd = math.sqrt(doubt) + others * math.sqrt(max(0.0, self._filter.p[_Filter.U][_Filter.U]))
-        return free - others * self.up_front_cost - self._safety(sd**2)
+        sd = math.sqrt(doubt)
+        for reservation, reservation_sd in others:
+            free -= reservation
+            # Reservations are (nearly) perfectly correlated through U: deviations add.
+            sd += reservation_sd
+        return free - self._safety(sd**2)
 
     def note_others(self, now: float) -> None:
         """Another process's requests are in flight on this token (a shared bucket).

@@ -79,6 +79,13 @@ _RACES_BEFORE_POLL = 3
 _KEY_TTL_MS = 3_600_000
 #: Least time between two publications of this process's learned parameters.
 _PUBLISH_EVERY_S = 1.0
+#: A bucket nobody has learnt is first learnt by one process alone (see
+#: ``RedisThrottle``), for at most this long: longer than a sighting of
+#: another's request keeps a model from learning (``_OTHERS_FOR_S``, 1 s),
+#: plus the answers learning takes (a busy process: well under a second).
+_CALIBRATE_FOR_S = 2.0
+#: A reservation counts as learnt once its standard deviation is below this.
+_CALIBRATED_SD = 2.0
 
 _ERRORS = ERRORS
 _PARAMETERS = ("hwm", "hwm_var", "up_front_cost", "up_front_cost_var", "outflow", "outflow_var")
@@ -121,7 +128,8 @@ end
 
 # ARGV: now, key_ttl_ms, worker, worker_ttl, member ('' = only read), lease_ttl,
 #       reservation, most leases to admit at, anchor sequence computed for,
-#       since when this worker's head waiter waits ('' = none)
+#       since when this worker's head waiter waits ('' = none), '1' if this
+#       worker has not learnt the bucket and would learn it alone
 ACQUIRE_SCRIPT = (
     _PRELUDE
     + """
@@ -146,10 +154,27 @@ local function behind(since)
   end
   return false
 end
+-- Calibration: while nobody has learnt the bucket, the first worker that
+-- would learn it takes it alone; the others wait until it has, or its time is up.
+local function calibrator()
+  local c = redis.call('HMGET', KEYS[1], 'calibrator', 'calibrate_until', 'calibrated')
+  if c[1] and now >= tonumber(c[2]) then
+    redis.call('HDEL', KEYS[1], 'calibrator', 'calibrate_until')
+    redis.call('HSET', KEYS[1], 'calibrated', '1')
+    return nil
+  end
+  if not c[1] and not c[3] and ARGV[11] == '1' then
+    redis.call('HSET', KEYS[1], 'calibrator', ARGV[3], 'calibrate_until',
+               tostring(now + CALIBRATE_FOR_S))
+    return ARGV[3]
+  end
+  return c[1]
+end
 sweep()
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[3])
 local admitted = 0
 local member = ARGV[5]
+local learner = calibrator()
 local since = tonumber(ARGV[10])
 if since then
   -- Published on every call of a waiting worker, with when it last tried.
@@ -172,7 +197,8 @@ if member ~= '' then
     local cap = tonumber(s[2])
     if now >= (tonumber(s[1]) or 0) and (not cap or n < cap)
         and n <= tonumber(ARGV[8]) and (s[3] or '0') == ARGV[9]
-        and not (since and behind(since)) then
+        and not (since and behind(since))
+        and (not learner or learner == ARGV[3]) then
       redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), member)
       redis.call('HSET', KEYS[3], member, tostring(now) .. '|' .. ARGV[7])
       redis.call('HDEL', KEYS[6], ARGV[3])
@@ -182,7 +208,9 @@ if member ~= '' then
 end
 touch(ARGV[2])
 return view(admitted)
-""".replace("FAIR_FRESH_S", repr(_FAIR_FRESH_S)).replace("FAIR_SLACK_S", repr(_FAIR_SLACK_S))
+""".replace("FAIR_FRESH_S", repr(_FAIR_FRESH_S))
+    .replace("FAIR_SLACK_S", repr(_FAIR_SLACK_S))
+    .replace("CALIBRATE_FOR_S", repr(_CALIBRATE_FOR_S))
 )
 
 # ARGV: now, key_ttl_ms, worker, worker_ttl, member, remaining ('' = none),
@@ -225,6 +253,10 @@ if #ARGV > 10 then
   for i = 11, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
   redis.call('HSET', KEYS[1], 'params_by', ARGV[3])
   redis.call('HINCRBY', KEYS[1], 'params_seq', 1)
+  if redis.call('HGET', KEYS[1], 'calibrated') then
+    -- The calibrator is done: everyone goes on.
+    redis.call('HDEL', KEYS[1], 'calibrator', 'calibrate_until')
+  end
 end
 touch(ARGV[2])
 return view(0)
@@ -275,6 +307,8 @@ class _Lease:
     worker: str
     admitted_at: float
     reservation: float
+    #: How unsure its process was of the reservation (None: a lease without it).
+    reservation_sd: float | None = None
 
 
 @dataclass(slots=True)
@@ -307,9 +341,10 @@ def _parse(reply: Any) -> tuple[int, _View]:
     admitted, now, raw_leases, raw_state = reply
     leases = []
     for raw in raw_leases:
-        worker, _, admitted_at, reservation = [*text(raw).split("|"), "", "", "", ""][:4]
+        worker, _, admitted_at, reservation, sd = [*text(raw).split("|"), "", "", "", "", ""][:5]
         try:
-            leases.append(_Lease(worker, float(admitted_at), float(reservation)))
+            doubt = float(sd) if sd else None
+            leases.append(_Lease(worker, float(admitted_at), float(reservation), doubt))
         except ValueError:
             continue
     flat = [text(item) for item in raw_state]
@@ -460,6 +495,11 @@ class RedisThrottle(Throttle):
         pause_until = view.number("pause_until") or 0.0
         if shared_now < pause_until:
             return -1, pause_until - shared_now
+        calibrator = view.state.get("calibrator")
+        if calibrator is not None and calibrator != self._worker:
+            # Another process learns the bucket alone: until it has.
+            until = view.number("calibrate_until") or shared_now
+            return -1, min(max(until - shared_now, _POLL_S), _MAX_POLL_S)
         n = len(view.leases)
         cap = view.number("cap")
         if cap is not None and n >= cap:
@@ -470,19 +510,31 @@ class RedisThrottle(Throttle):
             return (n, 0.0) if n < limit else (-1, _POLL_S)
         anchor_at = view.number("anchor_at")
         one_way = self.model.estimate(self._now()).one_way_delay_s
-        others = sum(
-            1
+        mine = self.model.up_front_sd_for(route)
+        # Each holds what its own process reserved for it, as sure as that process was.
+        others = [
+            (lease.reservation, mine if lease.reservation_sd is None else lease.reservation_sd)
             for lease in view.leases
             if lease.worker != self._worker
             and (anchor_at is None or lease.admitted_at + one_way >= anchor_at)
-        )
+        ]
         if not others:
             # The model alone decided (a probe, or an empty bucket).
             return n, 0.0
         left = self.model.room(self._now(), route, others)
         if left <= 0:
             return -1, min(max(-left / self.model.outflow, _POLL_S), _MAX_POLL_S)
-        return n + int(left // self.model.up_front_cost), 0.0
+        return n + int(left // self.model.up_front_for(route)), 0.0
+
+    def _would_calibrate(self, route: str | None) -> bool:
+        """Whether this worker would learn the bucket alone: it explores, and has not learnt it."""
+        view = self._view
+        if not (self.config.learn and self.config.explore):
+            return False
+        if view is not None and "calibrated" in view.state:
+            return False
+        with self._lock:
+            return self.model.up_front_sd_for(route) >= _CALIBRATED_SD
 
     async def _take(
         self, member: str, route: str | None, most: int, waiting_since: float | None = None
@@ -496,10 +548,11 @@ class RedisThrottle(Throttle):
             self._heartbeat_ttl,
             member,
             self._lease_ttl,
-            repr(self.model.up_front_for(route)),
+            f"{self.model.up_front_for(route)!r}|{self.model.up_front_sd_for(route)!r}",
             most,
             seq,
             "" if waiting_since is None else repr(waiting_since + self._offset),
+            "1" if self._would_calibrate(route) else "",
         ]
         task = asyncio.current_task()
         cancels_before = task.cancelling() if task is not None else 0
@@ -540,7 +593,11 @@ class RedisThrottle(Throttle):
             by = view.state.get("params_by")
             # Once per publisher: merging each other's estimates back and forth
             # would count the same evidence again and again (variance collapse).
-            if by is not None and by != self._worker and by not in self._merged_from:
+            if by is not None and "calibrated" in view.state:
+                # The calibrator's final values are new evidence, even if its
+                # first ones (before it had learnt) were merged.
+                by += "#calibrated"
+            if by is not None and not by.startswith(self._worker) and by not in self._merged_from:
                 if len(self._merged_from) < 1024:
                     self._merged_from.add(by)
                 shared = {
@@ -567,13 +624,17 @@ class RedisThrottle(Throttle):
         if lease is None:
             return
         self._held.discard(lease)
-        self._background(self._settle(self._settle_args(lease, observation)))
+        self._background(self._settle(self._settle_args(lease, observation, permit.route)))
 
-    def _settle_args(self, lease: str, observation: Observation | None) -> list[Any]:
+    def _settle_args(
+        self, lease: str, observation: Observation | None, route: str | None = None
+    ) -> list[Any]:
         now = self._now()
         with self._lock:
             estimate = self.model.estimate(now)
             parameters = self.model.parameters()
+            learnt = self.model.up_front_sd_for(route) < _CALIBRATED_SD
+            idle = not self.model.in_flight and not self.waiting
         remaining = observation.remaining if observation is not None else None
         if remaining is not None and not (
             math.isfinite(remaining)
@@ -596,8 +657,14 @@ class RedisThrottle(Throttle):
             repr(estimate.paused_for_s if headerless_throttle else 0.0),
             self.config.max_in_flight,
         ]
+        # The calibrator ends its turn once it has learnt the reservation, or
+        # has nothing left to send (it could learn no more).
+        view = self._view
+        calibrated = (
+            view is not None and view.state.get("calibrator") == self._worker and (learnt or idle)
+        )
         # A worker configured learn=False holds its settings, not evidence: never shared.
-        if (
+        if calibrated or (
             self.config.learn
             and remaining is not None
             and now - self._published_at >= _PUBLISH_EVERY_S
@@ -605,6 +672,8 @@ class RedisThrottle(Throttle):
             self._published_at = now
             for name, value in parameters.items():
                 args += [name, repr(value)]
+            if calibrated:
+                args += ["calibrated", "1"]
         return args
 
     async def _settle(self, args: list[Any]) -> None:

@@ -458,3 +458,22 @@ def test_a_route_s_learnt_reservation_reaches_another_model_whole(up_front_cost:
     assert learnt.up_front_sd_for(route) < 1.0
     assert abs(other.up_front_for(route) - up_front_cost) < 1.0
     assert other.up_front_sd_for(route) < 1.0
+
+
+def test_the_others_requests_are_charged_what_their_process_reserved() -> None:
+    """A shared bucket's room charges each other request its own reservation and doubt.
+
+    It once charged each the global reservation, which after a route is
+    learnt stays near the prior (82 for a route of 100: undercharged), with
+    the global doubt (sd 12 where the route's is 0.6: overcharged).
+    """
+    model = BucketModel(now=0.0)
+    model.settle(model.admit(0.0), Observation(remaining=600.0, cost=0.0), 0.05)
+    alone = model.room(0.05)
+
+    heavy = model.room(0.05, others=[(100.0, 0.0), (100.0, 0.0)])
+    unsure = model.room(0.05, others=[(100.0, 4.0), (100.0, 4.0)])
+
+    assert heavy == pytest.approx(alone - 200.0, abs=1e-6)
+    # Their doubts add to ours (2.5 standard deviations kept): at least 2.5 * 8 more.
+    assert unsure <= heavy - 2.5 * 8.0 + 1e-6

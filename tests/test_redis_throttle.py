@@ -631,3 +631,66 @@ def test_registry_memory_stays_bounded_with_rotating_tokens() -> None:
     assert RECENT_THROTTLES + 1 >= len(_registry._THROTTLES)
     # Memory after 50,000 tokens is that after 1,000, give or take noise.
     assert late < early + 2**20
+
+
+async def test_a_bucket_nobody_learnt_is_learnt_by_one_process_alone_first(
+    pair: tuple[RedisThrottle, RedisThrottle, FakeClock], redis_url: str
+) -> None:
+    """The first process learns a new bucket alone; the others wait for it, 2 s at most.
+
+    Beside each other no process learns the reservation (their requests move
+    the figure unseen), so each charged every other's request the prior's
+    doubt: 50 + 2.5 * 25 units, and four processes ran 7 in flight where 11
+    fit (bench_distributed 1.5-2.2x the bound).
+    """
+    first, second, clock = pair
+    held = await first.acquire()  # nobody has learnt the bucket: first takes it alone
+    started = clock()
+
+    admitted = await second.acquire()
+
+    # Held until the calibrator's turn ran out (it learnt nothing meanwhile).
+    assert clock() - started >= 2.0
+    state = redis.Redis.from_url(redis_url).hgetall("resilient_canvas:test#abc:state")
+    assert b"calibrated" in state
+    first.release(held)
+    second.release(admitted)
+
+
+async def test_the_calibrator_hands_on_what_it_learnt_at_once(
+    pair: tuple[RedisThrottle, RedisThrottle, FakeClock],
+) -> None:
+    """Once the calibrator has learnt the reservation, the others go on with its value."""
+    first, second, clock = pair
+    held = await first.acquire()
+    # As if its answers had taught it: 80 units, sd 1.
+    first.model.merge_parameters({"up_front_cost": 80.0, "up_front_cost_var": 1.0})
+    busy = await first.acquire()  # still sending: only learning ends its turn
+    first.release(held, Observation(remaining=520.0, cost=0.1))
+    await asyncio.gather(*first._settling)
+    started = clock()
+
+    admitted = await second.acquire()
+
+    assert clock() - started < 0.5
+    assert abs(second.up_front_cost - 80.0) < 1.0
+    second.release(admitted)
+    first.release(busy)
+
+
+async def test_without_exploring_nobody_holds_the_others(redis_url: str) -> None:
+    """explore=False: no process takes a new bucket alone (nor is it held by one)."""
+    clock = FakeClock()
+    config = ThrottleConfig(margin=0.0, explore=False)
+    first = RedisThrottle(redis_url, "test#calm", config=config, clock=clock, sleep=clock.sleep)
+    second = RedisThrottle(redis_url, "test#calm", config=config, clock=clock, sleep=clock.sleep)
+    held = await first.acquire()
+    started = clock()
+
+    admitted = await second.acquire()
+
+    assert clock() - started < 0.5
+    first.release(held)
+    second.release(admitted)
+    await first.aclose()
+    await second.aclose()
