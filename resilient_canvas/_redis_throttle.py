@@ -197,8 +197,7 @@ if member ~= '' then
     local cap = tonumber(s[2])
     if now >= (tonumber(s[1]) or 0) and (not cap or n < cap)
         and n <= tonumber(ARGV[8]) and (s[3] or '0') == ARGV[9]
-        and not (since and behind(since))
-        and (not learner or learner == ARGV[3]) then
+        and (learner == ARGV[3] or not (learner or (since and behind(since)))) then
       redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), member)
       redis.call('HSET', KEYS[3], member, tostring(now) .. '|' .. ARGV[7])
       redis.call('HDEL', KEYS[6], ARGV[3])

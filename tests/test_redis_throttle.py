@@ -694,3 +694,26 @@ async def test_without_exploring_nobody_holds_the_others(redis_url: str) -> None
     second.release(admitted)
     await first.aclose()
     await second.aclose()
+
+
+async def test_the_learner_is_never_held_back_by_the_waiters_it_holds(
+    pair: tuple[RedisThrottle, RedisThrottle, FakeClock], redis_url: str
+) -> None:
+    """Another process's older waiter, which tried lately, does not refuse the learner.
+
+    Otherwise each would hold the other: the learner for the older waiter,
+    the waiter for the learner, until the turn ran out.
+    """
+    first, _, clock = pair
+    held = await first.acquire()  # first learns the bucket alone
+    now = clock()
+    # Another worker's head waiter, waiting a second longer and trying just now.
+    redis.Redis.from_url(redis_url).hset(
+        "resilient_canvas:test#abc:waiting", "another-worker", f"{now - 1.0}|{now}|{now}"
+    )
+
+    more = await asyncio.wait_for(first.acquire(), 1.0)
+
+    assert clock() - now < 0.5
+    first.release(more)
+    first.release(held)
