@@ -484,7 +484,9 @@ def test_only_bets_that_leave_more_room_beyond_the_safety_are_taken() -> None:
 
     Eleven requests each 10% likely to have ended would add 55 units of room
     and 2.5 sd = 125 units of safety: taking them all (as once) cost 70
-    units. One request 95% likely to have ended pays for its doubt.
+    units. A bet is kept for more than its Bernoulli variance, so that the
+    safety covers its loss: one request 90% likely to have ended is not
+    enough, one 99.9% likely is.
     (canvas-default, sans-IO, 20 seeds: 1.109x -> 1.084x the bound.)
     """
     model = BucketModel(now=0.0)
@@ -497,8 +499,14 @@ def test_only_bets_that_leave_more_room_beyond_the_safety_are_taken() -> None:
     assert (free, variance) == (100.0, 0.0)
     assert h == {1: 1.0}
 
-    sure = [(0.95, 50.0, 50.0, model.admit(0.0), True)]
+    # 90% sure: 2.5 of its Bernoulli deviations (37.5 units) fall short of
+    # what it adds (45), so it was taken, with a 10% chance of a throttle.
+    # The variance it is kept for (0.18, not 0.09) refuses it.
+    fairly_sure = [(0.9, 50.0, 50.0, model.admit(0.0), True)]
+    assert model._bets(fairly_sure, 100.0, 0.0, h) == (100.0, 0.0)
+
+    sure = [(0.999, 50.0, 50.0, model.admit(0.0), True)]
     free, variance = model._bets(sure, 100.0, 0.0, h)
 
-    assert free == pytest.approx(100.0 + 0.95 * 50.0)
-    assert variance == pytest.approx(0.95 * 0.05 * 2500.0)
+    assert free == pytest.approx(100.0 + 0.999 * 50.0)
+    assert 0.999 * 0.001 * 2500.0 < variance < 0.25 * 2500.0
