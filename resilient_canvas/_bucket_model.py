@@ -1001,14 +1001,13 @@ class BucketModel:
         # no request is taken as ended before its answer.
         least_trip = self._least_transits()
         anchored = self._anchor_set
-        bets: list[tuple[float, float, float, Permit, bool]] = []
+        bets: list[tuple[float, float, float, Permit]] = []
         for permit in self._active:
             stats = self._stats_of(permit.route)
             up_front = self.up_front_for(permit.route)
             free -= stats.excess
             variance += stats.excess_var
-            counted = permit in anchored
-            if not counted:
+            if permit not in anchored:
                 # Sent since the anchor (or in doubt): it holds its reservation.
                 free -= up_front
                 _add(h, permit, 1.0)
@@ -1019,14 +1018,14 @@ class BucketModel:
             ended = stats.ended_between(age, age + least_trip)
             if ended > 0.0:
                 # Ending gives the reservation back and charges the cost.
-                bets.append((ended, up_front - (stats.cost or 0.0), up_front, permit, counted))
+                bets.append((ended, up_front - (stats.cost or 0.0), up_front, permit))
         if bets:
             free, variance = self._bets(bets, free, variance, h)
         return free, variance + self._filter.variance(h)
 
     def _bets(
         self,
-        bets: list[tuple[float, float, float, Permit, bool]],
+        bets: list[tuple[float, float, float, Permit]],
         free: float,
         variance: float,
         h: dict[int, float],
@@ -1044,7 +1043,7 @@ class BucketModel:
             # Where transits differ the chances are rough (a round trip mixes
             # the work with both transits): every bet is taken, and its doubt
             # kept (fewer bets throttled hwm 800 / up_front_cost 120 runs more).
-            for chance, refund, up_front, permit, _ in bets:
+            for chance, refund, up_front, permit in bets:
                 free += chance * refund
                 variance += chance * (1.0 - chance) * up_front * up_front
                 _add(h, permit, -chance)
@@ -1055,13 +1054,13 @@ class BucketModel:
         best_gain, best_var, best_count = 0.0, 0.0, 0
         best = free - self._safety(base)
         gain = added = 0.0
-        for count, (chance, refund, up_front, _, _) in enumerate(bets, start=1):
+        for count, (chance, refund, up_front, _) in enumerate(bets, start=1):
             gain += chance * refund
             added += _bet_variance(chance) * up_front * up_front
             left = free + gain - self._safety(base + added)
             if left > best:
                 best, best_gain, best_var, best_count = left, gain, added, count
-        for chance, _, _, permit, _ in bets[:best_count]:
+        for chance, _, _, permit in bets[:best_count]:
             # Its reservation holds with the chance it did not end.
             _add(h, permit, -chance)
         return free + best_gain, variance + best_var

@@ -491,7 +491,7 @@ def test_only_bets_that_leave_more_room_beyond_the_safety_are_taken() -> None:
     """
     model = BucketModel(now=0.0)
     model._filter.p[1][1] = 0.0  # the reservation known exactly: only the bets' doubt
-    unsure = [(0.1, 50.0, 50.0, model.admit(0.0), True) for _ in range(11)]
+    unsure = [(0.1, 50.0, 50.0, model.admit(0.0)) for _ in range(11)]
     h: dict[int, float] = {1: 1.0}
 
     free, variance = model._bets(unsure, 100.0, 0.0, h)
@@ -502,10 +502,10 @@ def test_only_bets_that_leave_more_room_beyond_the_safety_are_taken() -> None:
     # 90% sure: 2.5 of its Bernoulli deviations (37.5 units) fall short of
     # what it adds (45), so it was taken, with a 10% chance of a throttle.
     # The variance it is kept for (0.18, not 0.09) refuses it.
-    fairly_sure = [(0.9, 50.0, 50.0, model.admit(0.0), True)]
+    fairly_sure = [(0.9, 50.0, 50.0, model.admit(0.0))]
     assert model._bets(fairly_sure, 100.0, 0.0, h) == (100.0, 0.0)
 
-    sure = [(0.999, 50.0, 50.0, model.admit(0.0), True)]
+    sure = [(0.999, 50.0, 50.0, model.admit(0.0))]
     free, variance = model._bets(sure, 100.0, 0.0, h)
 
     assert free == pytest.approx(100.0 + 0.999 * 50.0)
