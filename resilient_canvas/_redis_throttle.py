@@ -629,11 +629,19 @@ class RedisThrottle(Throttle):
         self, lease: str, observation: Observation | None, route: str | None = None
     ) -> list[Any]:
         now = self._now()
+        view = self._view
         with self._lock:
             estimate = self.model.estimate(now)
-            parameters = self.model.parameters()
-            learnt = self.model.up_front_sd_for(route) < _CALIBRATED_SD
-            idle = not self.model.in_flight and not self.waiting
+            # The calibrator ends its turn once it has learnt the reservation,
+            # or has nothing left to send (it could learn no more).
+            calibrated = (
+                view is not None
+                and view.state.get("calibrator") == self._worker
+                and (
+                    self.model.up_front_sd_for(route) < _CALIBRATED_SD
+                    or not (self.model.in_flight or self.waiting)
+                )
+            )
         remaining = observation.remaining if observation is not None else None
         if remaining is not None and not (
             math.isfinite(remaining)
@@ -656,12 +664,6 @@ class RedisThrottle(Throttle):
             repr(estimate.paused_for_s if headerless_throttle else 0.0),
             self.config.max_in_flight,
         ]
-        # The calibrator ends its turn once it has learnt the reservation, or
-        # has nothing left to send (it could learn no more).
-        view = self._view
-        calibrated = (
-            view is not None and view.state.get("calibrator") == self._worker and (learnt or idle)
-        )
         # A worker configured learn=False holds its settings, not evidence: never shared.
         if calibrated or (
             self.config.learn
@@ -669,6 +671,8 @@ class RedisThrottle(Throttle):
             and now - self._published_at >= _PUBLISH_EVERY_S
         ):
             self._published_at = now
+            with self._lock:
+                parameters = self.model.parameters()
             for name, value in parameters.items():
                 args += [name, repr(value)]
             if calibrated:

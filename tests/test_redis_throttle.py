@@ -663,6 +663,8 @@ async def test_the_calibrator_hands_on_what_it_learnt_at_once(
     """Once the calibrator has learnt the reservation, the others go on with its value."""
     first, second, clock = pair
     held = await first.acquire()
+    assert first._view is not None
+    assert first._view.state.get("calibrator") == first._worker  # it learns alone
     # As if its answers had taught it: 80 units, sd 1.
     first.model.merge_parameters({"up_front_cost": 80.0, "up_front_cost_var": 1.0})
     busy = await first.acquire()  # still sending: only learning ends its turn
