@@ -99,6 +99,10 @@ local function drop(member)
   redis.call('ZREM', KEYS[2], member)
   redis.call('HDEL', KEYS[3], member)
 end
+-- A lease gone is room for the others' waiters: wake them (see RedisThrottle._listen).
+local function released()
+  redis.call('PUBLISH', KEYS[1] .. ':released', '')
+end
 -- Leases of workers that stopped heartbeating (killed) and expired leases go.
 local function sweep()
   local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
@@ -213,7 +217,8 @@ return view(admitted)
 )
 
 # ARGV: now, key_ttl_ms, worker, worker_ttl, member, remaining ('' = none),
-#       one-way delay, headerless throttle ('1'), pause seconds, max_in_flight,
+#       when Canvas computed it (shared clock), headerless throttle ('1'),
+#       pause seconds, max_in_flight,
 #       then learned parameters as name, value pairs
 SETTLE_SCRIPT = (
     _PRELUDE
@@ -224,7 +229,7 @@ drop(ARGV[5])
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[3])
 local s = redis.call('HMGET', KEYS[1], 'anchor_at', 'cap', 'cut_at', 'pause_until')
 if ARGV[6] ~= '' then
-  local at = now - tonumber(ARGV[7])
+  local at = tonumber(ARGV[7])
   if at >= (tonumber(s[1]) or -1) then
     redis.call('HSET', KEYS[1], 'anchor', ARGV[6], 'anchor_at', tostring(at), 'anchor_by', ARGV[3])
     redis.call('HINCRBY', KEYS[1], 'anchor_seq', 1)
@@ -258,6 +263,7 @@ if #ARGV > 10 then
   end
 end
 touch(ARGV[2])
+released()
 return view(0)
 """
 )
@@ -270,6 +276,7 @@ CANCEL_SCRIPT = (
 drop(ARGV[3])
 redis.call('ZADD', KEYS[5], now + tonumber(ARGV[4]), ARGV[3])
 touch(ARGV[2])
+released()
 return tostring(now)
 """
 )
@@ -411,7 +418,10 @@ class RedisThrottle(Throttle):
         self._settling: set[asyncio.Task[None]] = set()
         self._held: set[str] = set()
         self._view: _View | None = None
-        self._offset = 0.0  # shared clock minus ours
+        # Shared clock minus ours: the most and the least it can be (Redis
+        # read its clock between our sending and its reply reaching us).
+        self._offset = 0.0
+        self._offset_low = 0.0
         self._merged_seq: str | None = None
         self._merged_from: set[str] = set()
         self._published_at = -math.inf
@@ -461,6 +471,9 @@ class RedisThrottle(Throttle):
                 most, wait = self._shared_room(route)
             if wait > 0 or races >= _RACES_BEFORE_POLL:
                 races = 0
+                if wait > 0:
+                    # Only the others can make room now: hear them give it back.
+                    self._loop_task("listen", self._listen())
                 await self._wait_for_change(max(wait, _POLL_S), route)
                 most = -1  # only refresh the view: it is stale after a wait
             try:
@@ -565,19 +578,21 @@ class RedisThrottle(Throttle):
             raise asyncio.CancelledError
         admitted, view = _parse(reply)
         with self._lock:
-            self._absorb(view, sent_at)
+            self._absorb(view, sent_at, self._now())
         return admitted
 
-    def _absorb(self, view: _View, sent_at: float) -> None:
+    def _absorb(self, view: _View, sent_at: float, replied_at: float) -> None:
         """Adopt the newest anchor and the others' better-learned parameters.
 
         Redis's clock is read between sending (*sent_at*, ours) and the
         reply: the offset taken is the largest it can be, so another
         process's anchor is placed as early as it may have been. Placed
         later (by a slow reply), our requests sent just after it would pass
-        for counted in it, and go uncharged.
+        for counted in it, and go uncharged. The least offset (read just as
+        the reply arrived) places our own anchors as early as they may be.
         """
         self._offset = view.now - sent_at
+        self._offset_low = view.now - replied_at
         self._view = view
         if any(lease.worker != self._worker for lease in view.leases):
             # Their requests move Canvas's figure unseen: learn only bounds meanwhile.
@@ -659,7 +674,11 @@ class RedisThrottle(Throttle):
             self._heartbeat_ttl,
             lease,
             "" if remaining is None else repr(remaining),
-            repr(estimate.one_way_delay_s),
+            # When Canvas computed it, on the shared clock, placed as early
+            # as it may be. Not the script's own clock: it runs later (a busy
+            # loop, Redis's round trip), and the requests admitted meanwhile
+            # would pass for counted in it, uncharged, and be throttled.
+            repr(now - estimate.one_way_delay_s + self._offset_low),
             "1" if headerless_throttle else "0",
             repr(estimate.paused_for_s if headerless_throttle else 0.0),
             self.config.max_in_flight,
@@ -685,7 +704,7 @@ class RedisThrottle(Throttle):
             async with asyncio.timeout(_BACKGROUND_TIMEOUT_S):
                 reply = await self._connection().scripts["settle"](keys=self._keys, args=args)
             with self._lock:
-                self._absorb(_parse(reply)[1], sent_at)
+                self._absorb(_parse(reply)[1], sent_at, self._now())
         except _ERRORS as error:
             # The lease goes with our heartbeat or its TTL; pace locally meanwhile.
             self._degrade(error)
@@ -810,6 +829,29 @@ class RedisThrottle(Throttle):
             with contextlib.suppress(*_ERRORS):
                 async with asyncio.timeout(_BACKGROUND_TIMEOUT_S):
                     await self._connection().scripts["heartbeat"](keys=self._keys, args=args)
+
+    async def _listen(self) -> None:
+        """Wake our waiters each time any process gives a lease back (Redis pub/sub).
+
+        A waiter that only the others' releases can unblock has nothing of its
+        own in flight to wake it: it polled, and reacted a poll late while the
+        processes with requests in flight took the room first (four processes
+        sharing one bucket ran 1.51-1.54x its lower bound, one process's work
+        finishing seconds after the others'). The poll stays as the fallback:
+        a message can be lost with the connection, and the next wait listens
+        again.
+        """
+        pubsub = self._connection().client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._keys[0] + ":released")
+            async for _ in pubsub.listen():
+                self._notify()
+        except _ERRORS:
+            return
+        finally:
+            with contextlib.suppress(*_ERRORS):
+                async with asyncio.timeout(_BACKGROUND_TIMEOUT_S):
+                    await pubsub.aclose()
 
     def _degrade(self, error: BaseException) -> None:
         if not self._degraded:

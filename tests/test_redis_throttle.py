@@ -719,3 +719,70 @@ async def test_the_learner_is_never_held_back_by_the_waiters_it_holds(
     assert clock() - now < 0.5
     first.release(more)
     first.release(held)
+
+
+async def _hang(_: float) -> None:
+    """A sleep that never ends: only a wake-up can move a waiter on."""
+    await asyncio.Event().wait()
+
+
+async def test_a_release_in_another_process_wakes_our_waiter_at_once(redis_url: str) -> None:
+    """A waiter that only another process's release can unblock is woken by it, not a poll.
+
+    Regression (4 processes on workload B, 1.51-1.75x the bound): a process
+    with nothing of its own in flight polled up to 0.2 s while the others'
+    requests ended every few milliseconds; the processes with requests in
+    flight took the room first, and one process's work ended seconds late.
+    Here the waiter's timer never fires: only the release can admit it.
+    """
+    config = ThrottleConfig(margin=0.0, learn=False)
+    first = RedisThrottle(redis_url, "test#wake", config=config)
+    second = RedisThrottle(redis_url, "test#wake", config=config, sleep=_hang)
+    await _seed(first)
+    held = await _until_blocked(first)
+    waiter = asyncio.ensure_future(second.acquire())
+    admin = redis.Redis.from_url(redis_url)
+    channel = "resilient_canvas:test#wake:state:released"
+    for _ in range(200):
+        if admin.pubsub_numsub(channel)[0][1]:
+            break
+        await asyncio.sleep(0.01)
+    assert not waiter.done()
+
+    # One ends; the answer shows the others still at the server.
+    first.release(held.pop(), Observation(remaining=600.0 - 50.0 * (len(held) + 1), cost=0.0))
+    permit = await asyncio.wait_for(waiter, 5.0)
+
+    assert permit.lease is not None
+    second.release(permit)
+    for other in held:
+        first.release(other)
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_an_anchor_is_placed_when_canvas_computed_it_not_when_redis_heard(
+    redis_url: str,
+) -> None:
+    """The shared anchor's time is the answer's, however late the settlement reaches Redis.
+
+    Regression: the settle script placed the anchor at its own clock less the
+    one-way delay. It runs after the answer (in the background, behind a busy
+    loop and Redis's round trip), so the requests other processes admitted in
+    between passed for counted in it and went uncharged: four processes threw
+    up to 124 throttles of 1,500 once their one-way delay was learnt.
+    """
+    admin = redis.Redis.from_url(redis_url)
+    throttle = RedisThrottle(redis_url, "test#anchor", config=ThrottleConfig(learn=False))
+    permit = await throttle.acquire()
+    seconds, micros = admin.time()
+    answered_by = seconds + micros / 1e6
+
+    throttle.release(permit, Observation(remaining=550.0, cost=0.0))
+    time.sleep(0.05)  # noqa: ASYNC251 - a busy event loop delays the settlement
+    await asyncio.gather(*throttle._settling)
+
+    state = admin.hgetall("resilient_canvas:test#anchor:state")
+    assert b"550.0" == state[b"anchor"]
+    assert float(state[b"anchor_at"]) <= answered_by + 0.01
+    await throttle.aclose()
