@@ -534,6 +534,8 @@ class BucketModel:
         self._throttled = 0
         self._one_way = 0.0
         self._rtt_floor = math.inf
+        #: Two transits as another process on this machine learnt them (see adopt_network).
+        self._shared_trip = math.inf
         self._network_trips: collections.deque[float] = collections.deque(maxlen=_NETWORK_KEPT)
         self._timings = 0
         self._costs_are_seconds = True
@@ -568,6 +570,44 @@ class BucketModel:
     def outflow(self) -> float:
         """The estimated leak rate, in units per second."""
         return self._outflow.mean
+
+    @property
+    def one_way_delay_s(self) -> float:
+        """The network's one-way delay, as far as answers bound it (an upper bound)."""
+        return self._one_way
+
+    @property
+    def network_learnt(self) -> bool:
+        """Whether the one-way delay comes from the network itself: throttled round
+        trips (no work in them), or answers that showed which of our requests
+        had arrived (``_associate``), not only from round trips less cost."""
+        return len(self._network_trips) >= _NETWORK_MIN or len(self._transit_hi) >= _TRANSIT_MIN
+
+    def adopt_network(self, one_way: float) -> None:
+        """Take the one-way delay another process on this machine learnt (same path).
+
+        A process that shares its bucket is never alone: its answers move with
+        the others' requests, and never show which of its own had arrived.
+        Without a throttle its delay stays the bound from round trips less
+        cost, which costs that are not seconds make no bound at all (workload
+        B: 22 ms where the network takes 0.2), and every request admitted
+        within it is charged twice. Its own bound still holds where smaller.
+        """
+        if not (math.isfinite(one_way) and one_way >= 0.0):
+            return
+        self._shared_trip = 2 * one_way
+        if self._timings:
+            self._one_way = min(self._one_way, one_way)
+
+    @property
+    def lag_allowance_s(self) -> float:
+        """How late a busy event loop may send a request, or read an answer, in seconds.
+
+        Grows with each throttle and shrinks back with each clean answer
+        (between 5 ms and 0.2 s): another process's request is sent later
+        than its lease says, and our answer read later than Canvas sent it.
+        """
+        return self._send_lag
 
     @property
     def headerless_limit(self) -> int:
@@ -1169,7 +1209,7 @@ class BucketModel:
             # from round trips less cost may be far looser (costs that are
             # not seconds, a server that queues before it charges).
             round_trip = min(round_trip, self._longest_transits())
-        self._one_way = round_trip / 2
+        self._one_way = min(round_trip, self._shared_trip) / 2
         if not throttled:
             # Round trips, not service times: the delay subtracted would be an
             # upper bound (cost is at most the work), so a service time made

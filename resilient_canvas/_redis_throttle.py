@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import socket
 import time
 import uuid
 import weakref
@@ -82,8 +83,10 @@ _PUBLISH_EVERY_S = 1.0
 #: A bucket nobody has learnt is first learnt by one process alone (see
 #: ``RedisThrottle``), for at most this long: longer than a sighting of
 #: another's request keeps a model from learning (``_OTHERS_FOR_S``, 1 s),
-#: plus the answers learning takes (a busy process: well under a second).
-_CALIBRATE_FOR_S = 2.0
+#: plus the answers learning takes: the reservation well under a second,
+#: the network only once the count holds settled costs (about 2 s from an
+#: empty bucket on workload B), since a draining count hides arrivals.
+_CALIBRATE_FOR_S = 4.0
 #: A reservation counts as learnt once its standard deviation is below this.
 _CALIBRATED_SD = 2.0
 
@@ -217,8 +220,10 @@ return view(admitted)
 )
 
 # ARGV: now, key_ttl_ms, worker, worker_ttl, member, remaining ('' = none),
-#       when Canvas computed it (shared clock), headerless throttle ('1'),
-#       pause seconds, max_in_flight,
+#       when Canvas computed it (shared clock: orders the answers, and the
+#       leak runs from it), headerless throttle ('1'), pause seconds,
+#       max_in_flight, the earliest Canvas may have computed it (requests
+#       admitted since may not be counted in it),
 #       then learned parameters as name, value pairs
 SETTLE_SCRIPT = (
     _PRELUDE
@@ -229,9 +234,10 @@ drop(ARGV[5])
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[3])
 local s = redis.call('HMGET', KEYS[1], 'anchor_at', 'cap', 'cut_at', 'pause_until')
 if ARGV[6] ~= '' then
-  local at = tonumber(ARGV[7])
-  if at >= (tonumber(s[1]) or -1) then
-    redis.call('HSET', KEYS[1], 'anchor', ARGV[6], 'anchor_at', tostring(at), 'anchor_by', ARGV[3])
+  -- The newest answer is the anchor.
+  if tonumber(ARGV[7]) >= (tonumber(s[1]) or -1) then
+    redis.call('HSET', KEYS[1], 'anchor', ARGV[6], 'anchor_at', ARGV[7],
+               'anchor_from', ARGV[11], 'anchor_by', ARGV[3])
     redis.call('HINCRBY', KEYS[1], 'anchor_seq', 1)
   end
   redis.call('HDEL', KEYS[1], 'cap')
@@ -253,8 +259,8 @@ local pause = tonumber(ARGV[9])
 if pause > 0 and now + pause > (tonumber(s[4]) or 0) then
   redis.call('HSET', KEYS[1], 'pause_until', tostring(now + pause))
 end
-if #ARGV > 10 then
-  for i = 11, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if #ARGV > 11 then
+  for i = 12, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
   redis.call('HSET', KEYS[1], 'params_by', ARGV[3])
   redis.call('HINCRBY', KEYS[1], 'params_seq', 1)
   if redis.call('HGET', KEYS[1], 'calibrated') then
@@ -410,6 +416,8 @@ class RedisThrottle(Throttle):
         self._heartbeat_ttl = heartbeat_ttl
         self._admission_timeout = admission_timeout
         self._worker = uuid.uuid4().hex[:16]
+        # The network delay is the machine's: shared with its other processes only.
+        self._network_key = f"one_way@{socket.gethostname()}"
         # One client per event loop: a client is bound to the loop it was made in.
         self._connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connection] = (
             weakref.WeakKeyDictionary()
@@ -520,15 +528,20 @@ class RedisThrottle(Throttle):
             # No quota header seen anywhere yet: the in-flight limit is shared.
             limit = self.model.headerless_limit
             return (n, 0.0) if n < limit else (-1, _POLL_S)
-        anchor_at = view.number("anchor_at")
-        one_way = self.model.estimate(self._now()).one_way_delay_s
+        # The anchor counted a request sent a one-way delay before the earliest
+        # it may have been computed, allowing for a loop that sends late (a
+        # lease is taken before its request is sent).
+        anchor_from = view.number("anchor_from")
+        if anchor_from is None:
+            anchor_from = view.number("anchor_at")
+        reach = self.model.one_way_delay_s + self.model.lag_allowance_s
         mine = self.model.up_front_sd_for(route)
         # Each holds what its own process reserved for it, as sure as that process was.
         others = [
             (lease.reservation, mine if lease.reservation_sd is None else lease.reservation_sd)
             for lease in view.leases
             if lease.worker != self._worker
-            and (anchor_at is None or lease.admitted_at + one_way >= anchor_at)
+            and (anchor_from is None or lease.admitted_at + reach >= anchor_from)
         ]
         if not others:
             # The model alone decided (a probe, or an empty bucket).
@@ -598,8 +611,17 @@ class RedisThrottle(Throttle):
             # Their requests move Canvas's figure unseen: learn only bounds meanwhile.
             self._others_seen = True
             self.model.note_others(self._now())
+        one_way = view.number(self._network_key)
+        if one_way is not None:
+            self.model.adopt_network(one_way)
         anchor, anchor_at = view.number("anchor"), view.number("anchor_at")
-        if anchor is not None and anchor_at is not None:
+        if (
+            anchor is not None
+            and anchor_at is not None
+            and view.state.get("anchor_by") != self._worker
+        ):
+            # Not our own answer back: the model has it already, and knows
+            # exactly which of our requests it counted (what association needs).
             self.model.adopt_anchor(anchor, anchor_at - self._offset)
         seq = view.state.get("params_seq")
         if seq is not None and seq != self._merged_seq:
@@ -647,13 +669,19 @@ class RedisThrottle(Throttle):
         view = self._view
         with self._lock:
             estimate = self.model.estimate(now)
-            # The calibrator ends its turn once it has learnt the reservation,
+            computed = now - self.model.one_way_delay_s
+            lag = self.model.lag_allowance_s
+            # The calibrator ends its turn once it has learnt the reservation
+            # and the network (the others on this machine take its delay),
             # or has nothing left to send (it could learn no more).
             calibrated = (
                 view is not None
                 and view.state.get("calibrator") == self._worker
                 and (
-                    self.model.up_front_sd_for(route) < _CALIBRATED_SD
+                    (
+                        self.model.up_front_sd_for(route) < _CALIBRATED_SD
+                        and self.model.network_learnt
+                    )
                     or not (self.model.in_flight or self.waiting)
                 )
             )
@@ -674,14 +702,15 @@ class RedisThrottle(Throttle):
             self._heartbeat_ttl,
             lease,
             "" if remaining is None else repr(remaining),
-            # When Canvas computed it, on the shared clock, placed as early
-            # as it may be. Not the script's own clock: it runs later (a busy
-            # loop, Redis's round trip), and the requests admitted meanwhile
-            # would pass for counted in it, uncharged, and be throttled.
-            repr(now - estimate.one_way_delay_s + self._offset_low),
+            # When Canvas computed it, on the shared clock: not the script's
+            # own clock, which runs later (a busy loop, Redis's round trip).
+            repr(computed + self._offset),
             "1" if headerless_throttle else "0",
             repr(estimate.paused_for_s if headerless_throttle else 0.0),
             self.config.max_in_flight,
+            # And as early as it may have been (we may have read the answer
+            # late): the requests admitted since may not be counted in it.
+            repr(computed - lag + self._offset_low),
         ]
         # A worker configured learn=False holds its settings, not evidence: never shared.
         if calibrated or (
@@ -692,6 +721,8 @@ class RedisThrottle(Throttle):
             self._published_at = now
             with self._lock:
                 parameters = self.model.parameters()
+                if self.model.network_learnt:
+                    parameters[self._network_key] = self.model.one_way_delay_s
             for name, value in parameters.items():
                 args += [name, repr(value)]
             if calibrated:
