@@ -462,7 +462,9 @@ class _Filter:
             gi = value / s
             x[i] += gi * innovation
             if gi:
-                p[i] = [pij - gi * phj for pij, phj in zip(p[i], ph, strict=True)]
+                row = p[i]
+                for j, phj in enumerate(ph):
+                    row[j] -= gi * phj
         return innovation
 
     def _update_one(self, h: dict[int, float], measured: float, noise: float) -> float:
@@ -481,7 +483,9 @@ class _Filter:
             gi = value / s
             x[i] += gi * innovation
             if gi:
-                p[i] = [pij - gi * phj for pij, phj in zip(p[i], ph, strict=True)]
+                row = p[i]
+                for j, phj in enumerate(ph):
+                    row[j] -= gi * phj
         return innovation
 
     def forget(self, index: int, value: float) -> None:
@@ -1609,9 +1613,18 @@ class BucketModel:
 
     def _converged(self) -> bool:
         """Whether every route's reservation is known to within a unit."""
+        # up_front_sd_for(route) < 1.0 for each, without building the coefficients:
+        # the variance of U + dU_slot is the same sum, term by term, as _Filter.variance.
+        p = self._filter.p
+        row = p[_Filter.U]
         if not self._slots:
-            return self.up_front_sd_for(None) < 1.0
-        return all(self.up_front_sd_for(route) < 1.0 for route in self._slots)
+            total = 0.0 + row[_Filter.U]
+            return math.sqrt(total if total > 0.0 else 0.0) < 1.0
+        for slot in self._slots.values():
+            total = 0.0 + row[_Filter.U] + row[slot] + p[slot][_Filter.U] + p[slot][slot]
+            if not math.sqrt(total if total > 0.0 else 0.0) < 1.0:
+                return False
+        return True
 
     def _reserved_vector(self, permits: Iterable[Permit], weight: float = 1.0) -> dict[int, float]:
         """Coefficients of the sum of *permits*' reservations over the filter's state, negated."""
