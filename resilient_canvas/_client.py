@@ -30,8 +30,8 @@ from resilient_canvas._bulk import BulkProgress, BulkResult, run_bulk
 from resilient_canvas._checks import BUILTIN_RECONCILERS, IDEMPOTENCY_ROUTES, known_idempotency
 from resilient_canvas._encoding import Params, encode_params
 from resilient_canvas._http import (
-    ResponseHeaders,
     origin_of,
+    parse_float_header,
     redact_url,
     strip_json_guard,
 )
@@ -291,6 +291,8 @@ class CanvasClient:
         self._sleep = sleep
         self._state = ClientState.UNOPENED
         self._resolved: dict[str, URL] = {}
+        #: Each URL's text without credentials, and its path's route template.
+        self._described: dict[URL, tuple[str, str]] = {}
         self.reconcilers = _reconcilers(reconcilers)
 
     def __repr__(self) -> str:
@@ -828,6 +830,15 @@ class CanvasClient:
                 self._resolved[key] = resolved
         return resolved
 
+    def _describe(self, url: URL) -> tuple[str, str]:
+        """*url* as text without credentials, and its route template (both per request)."""
+        described = self._described.get(url)
+        if described is None:
+            described = (redact_url(url) or "", route_template(url.path))
+            if len(self._described) < _RESOLVE_CACHE_SIZE:
+                self._described[url] = described
+        return described
+
     def _resolve_uncached(self, path: str) -> URL:
         target = URL(path)
         if target.is_absolute():
@@ -883,8 +894,10 @@ class CanvasClient:
         assert session is not None
         query = encode_params(params)
         form = encode_params(data) if data is not None else None
-        safe_url = redact_url(url.update_query(query) if query else url) or ""
-        route = f"{method} {route_template(url.path)}"
+        safe_url, template = self._describe(url)
+        if query:
+            safe_url = redact_url(url.update_query(query)) or ""
+        route = f"{method} {template}"
         idempotent = call.idempotent
         if idempotent is None and route in IDEMPOTENCY_ROUTES:
             body = form if form is not None else encode_params(_mapping_or_none(json_body))
@@ -1231,18 +1244,25 @@ def _decode(
             if expect_json or _is_json_type(content_type):
                 # Not "from exc": a JSONDecodeError holds the whole document.
                 return _not_json(response.status, body, method, url, exc)
-    links = parse_links(response.headers.getall("Link", ()), response.url)
-    view = ResponseHeaders.parse(response.headers)
+    headers = response.headers
+    link_values = headers.getall("Link", ())
+    urls: dict[str, URL] = {}
+    link_errors: dict[str, str] = {}
+    if link_values:
+        links = parse_links(link_values, response.url)
+        urls, link_errors = links.urls, links.errors
+    # The quota headers alone, not the whole ResponseHeaders view (which also
+    # parses Retry-After and the rest for the classifier): this runs per answer.
     return CanvasResponse(
         status=response.status,
-        headers=response.headers,
+        headers=headers,
         data=data,
         url=url,
-        links=links.urls,
-        rate_limit_remaining=view.rate_limit_remaining,
-        request_cost=view.request_cost,
+        links=urls,
+        rate_limit_remaining=parse_float_header(headers.get("X-Rate-Limit-Remaining")),
+        request_cost=parse_float_header(headers.get("X-Request-Cost")),
         content=body,
-        link_errors=links.errors,
+        link_errors=link_errors,
     )
 
 
