@@ -69,6 +69,7 @@ _MAX_HEADROOM = 2 * MAX_HWM
 _SAFETY_Z = 2.5
 #: An answer further than this many standard deviations from the prediction is an outlier.
 _GATE_Z = 6.0
+_GATE_Z_SQUARED = _GATE_Z**2
 #: After this many outliers in a row on the same side, the model accepts it was wrong.
 _OUTLIERS_TO_RESET = 4
 #: Variance of a state the filter knows nothing about.
@@ -336,7 +337,7 @@ class _RouteStats:
         if len(kept) < _TRIP_SAMPLES or by <= seen:
             return 0.0
         n = len(kept)
-        alive = n - bisect.bisect_right(kept, max(0.0, seen))
+        alive = n - bisect.bisect_right(kept, seen if seen > 0.0 else 0.0)
         if alive <= 0:
             # Older than any seen: a straggler, still there as far as we know.
             return 0.0
@@ -1547,7 +1548,7 @@ class BucketModel:
             return
         innovation = remaining - f.value(h)
         spread = f.variance(h) + noise
-        if innovation * innovation > _GATE_Z**2 * spread:
+        if innovation * innovation > _GATE_Z_SQUARED * spread:
             # Far from what the filter expects: restart its headroom from this
             # answer rather than let one surprise drag the parameters.
             f.forget(_Filter.D, remaining - f.value({**h, _Filter.D: 0.0}))
