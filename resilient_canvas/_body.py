@@ -25,8 +25,10 @@ _CHUNK = 256 * 1024
 
 def is_encoded(response: aiohttp.ClientResponse) -> bool:
     """Whether the body is compressed on the wire (its Content-Length is not its size)."""
-    encoding = response.headers.get("Content-Encoding", "").strip().lower()
-    return encoding not in ("", "identity")
+    encoding = response.headers.get("Content-Encoding")
+    if encoding is None:  # the common case, without the string work
+        return False
+    return encoding.strip().lower() not in ("", "identity")
 
 
 async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes | None:

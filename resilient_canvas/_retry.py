@@ -397,7 +397,11 @@ async def _call_with_retries(
         observation: Observation | None = None
         outcome = Outcome.IGNORED
         try:
-            limit = min(per_attempt, max(0.001, total - (clock() - started)))
+            # min(per_attempt, max(0.001, left)), in comparisons: once per attempt
+            left = total - (clock() - started)
+            if not left > 0.001:
+                left = 0.001
+            limit = left if left < per_attempt else per_attempt
             if hooks is None:
                 async with asyncio.timeout(limit):
                     result = await attempt()
