@@ -1222,7 +1222,7 @@ def _charset(content_type: str) -> str | None:
 
 
 def _observation(response: CanvasResponse) -> Observation:
-    return Observation(remaining=response.rate_limit_remaining, cost=response.request_cost)
+    return Observation(response.rate_limit_remaining, response.request_cost)
 
 
 def _is_json_type(content_type: str) -> bool:
@@ -1235,14 +1235,13 @@ def _decode(
 ) -> CanvasResponse | InvalidResponse:
     """The response, or the error a body that should be JSON but is not stands for."""
     data: Any = None
-    content_type = response.headers.get("Content-Type", "")
     if body.strip():
         try:
             data = json.loads(strip_json_guard(body))
         except (ValueError, RecursionError) as exc:
             # request() returns a CSV or a file as bytes; the verbs promise
             # JSON, and a body declared JSON must be JSON.
-            if expect_json or _is_json_type(content_type):
+            if expect_json or _is_json_type(response.headers.get("Content-Type", "")):
                 # Not "from exc": a JSONDecodeError holds the whole document.
                 return _not_json(response.status, body, method, url, exc)
     headers = response.headers
