@@ -1154,6 +1154,12 @@ class BucketModel:
         if observation is None:
             return None, None
         remaining, cost = observation.remaining, observation.cost
+        # The common case, both plausible, in comparisons alone (NaN and the
+        # infinities fail them too); else each is checked and reported below.
+        if (remaining is None or -MAX_ABS_REMAINING <= remaining <= MAX_ABS_REMAINING) and (
+            cost is None or 0.0 <= cost <= MAX_REQUEST_COST
+        ):
+            return remaining, cost
         bad: dict[str, float] = {}
         if remaining is not None and not (
             math.isfinite(remaining) and abs(remaining) <= MAX_ABS_REMAINING
