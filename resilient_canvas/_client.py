@@ -978,11 +978,8 @@ class CanvasClient:
         call: _Call,
     ) -> CanvasResponse | CanvasException:
         """Make one request; return the response, or the error it stands for."""
-        headers = {
-            "Authorization": self._token.authorization(),
-            "User-Agent": self._user_agent,
-            "Accept": _ACCEPT,
-        }
+        # The headers are built in the call, never held in a local of this
+        # frame: a traceback through it must not keep the token.
         if query or form is not None or json_body is not None or call.content is not None:
             request = session.request(
                 method,
@@ -991,7 +988,7 @@ class CanvasClient:
                 data=form if call.content is None else call.content(),
                 json=json_body,
                 allow_redirects=call.follow_redirects,
-                headers=headers,
+                headers=self._headers(),
                 timeout=timeouts,
             )
         else:
@@ -1001,7 +998,7 @@ class CanvasClient:
                 method,
                 url,
                 allow_redirects=call.follow_redirects,
-                headers=headers,
+                headers=self._headers(),
                 timeout=timeouts,
             )
         async with request as response:
@@ -1020,6 +1017,13 @@ class CanvasClient:
             if body is None:
                 return too_large(method, safe_url, self.max_body_size)
             return _decode(response, body, method, safe_url, call.expect_json)
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Authorization": self._token.authorization(),
+            "User-Agent": self._user_agent,
+            "Accept": _ACCEPT,
+        }
 
     # ------------------------------------------ reconciling unknown outcomes
 
