@@ -436,6 +436,10 @@ class _Filter:
     def variance(self, h: dict[int, float]) -> float:
         """Variance of the linear combination ``sum(h[i] * x[i])``."""
         p = self.p
+        if len(h) == 1:
+            ((i, hi),) = h.items()
+            total = 0.0 + hi * p[i][i] * hi  # the loop below, for one term
+            return total if total > 0.0 else 0.0
         total = 0.0
         items = h.items()
         for i, hi in items:
@@ -446,6 +450,9 @@ class _Filter:
 
     def value(self, h: dict[int, float]) -> float:
         x = self.x
+        if len(h) == 1:  # the headroom alone, on most answers of a sequential caller
+            ((i, coefficient),) = h.items()
+            return 0.0 + coefficient * x[i]  # what sum() of one term gives
         return sum([coefficient * x[i] for i, coefficient in h.items()])
 
     def update(self, h: dict[int, float], measured: float, noise: float) -> float:
