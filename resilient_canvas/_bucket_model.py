@@ -430,8 +430,10 @@ class _Filter:
                 p[i][i] += _UP_FRONT_DRIFT
 
     # The filter runs on every answer with two to four states and one to three
-    # coefficients: plain loops over local names, no generators (the sums are
-    # taken in the same order, so the results are the same to the last bit).
+    # coefficients: plain loops over local names, no generators, and a single
+    # coefficient without a loop. The sums are taken in the same order (sum()
+    # stays where it was: from 3.12 it compensates), so the results are the
+    # same to the last bit.
 
     def variance(self, h: dict[int, float]) -> float:
         """Variance of the linear combination ``sum(h[i] * x[i])``."""
