@@ -12,6 +12,8 @@ exception (bulk runs keep thousands) keeps its traceback's frames alive.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import aiohttp
 
 from resilient_canvas.exceptions import InvalidResponse
@@ -25,16 +27,30 @@ _CHUNK = 256 * 1024
 
 def is_encoded(response: aiohttp.ClientResponse) -> bool:
     """Whether the body is compressed on the wire (its Content-Length is not its size)."""
-    encoding = response.headers.get("Content-Encoding", "").strip().lower()
-    return encoding not in ("", "identity")
+    encoding = response.headers.get("Content-Encoding")
+    if encoding is None:  # the common case, without the string work
+        return False
+    return encoding.strip().lower() not in ("", "identity")
 
 
-async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
-    """Read the whole decoded body; None, unkept, when it is larger than *limit* bytes."""
+def read_body(response: aiohttp.ClientResponse, limit: int) -> Awaitable[bytes | None]:
+    """Read the whole decoded body; None, unkept, when it is larger than *limit* bytes.
+
+    Await the result. Not a coroutine function itself: the common case hands
+    back aiohttp's own read, one coroutine layer fewer per response.
+    """
     declared = response.content_length
     if declared is not None and not is_encoded(response):
         # The common case: one read of a known size, or a refusal unread.
-        return await response.read() if declared <= limit else None
+        return response.read() if declared <= limit else _refused()
+    return _read_streamed(response, limit)
+
+
+async def _refused() -> None:
+    return None
+
+
+async def _read_streamed(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
     body = bytearray()
     while chunk := await response.content.read(_CHUNK):
         body += chunk

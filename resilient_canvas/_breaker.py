@@ -398,7 +398,7 @@ class Window:
         return self.bucket_of(now) - self.BUCKETS + 1
 
     def add(self, now: float, failed: bool) -> None:
-        index = self.bucket_of(now)
+        index = int(now // self.width)  # bucket_of(now), without the call: once per answer
         slot = self._slots[index % self.BUCKETS]
         if slot[0] != index:
             slot[0], slot[1], slot[2] = index, 0, 0

@@ -63,10 +63,13 @@ MAX_REQUEST_COST = 10_000.0
 MIN_UP_FRONT_COST = 0.5
 MIN_OUTFLOW = 0.05
 MAX_OUTFLOW = 10_000.0
+_MIN_HWM = 2 * MIN_UP_FRONT_COST
+_MAX_HEADROOM = 2 * MAX_HWM
 #: Standard deviations of admission's uncertainty kept as headroom.
 _SAFETY_Z = 2.5
 #: An answer further than this many standard deviations from the prediction is an outlier.
 _GATE_Z = 6.0
+_GATE_Z_SQUARED = _GATE_Z**2
 #: After this many outliers in a row on the same side, the model accepts it was wrong.
 _OUTLIERS_TO_RESET = 4
 #: Variance of a state the filter knows nothing about.
@@ -291,10 +294,20 @@ class _RouteStats:
         self.floor = 0.0
 
     def add_cost(self, cost: float, up_front: float) -> None:
-        self.cost, self.cost_var = _ema(self.cost, self.cost_var, cost)
+        # Exponentially weighted means and variances, the first sample starting the mean.
+        mean = self.cost
+        if mean is None:
+            self.cost, self.cost_var = cost, 0.0
+        else:
+            delta = cost - mean
+            self.cost = mean + _COST_WEIGHT * delta
+            self.cost_var = (1 - _COST_WEIGHT) * (self.cost_var + _COST_WEIGHT * delta * delta)
         # What a request adds to the count beyond its reservation when it ends:
         # zero for most routes, real for heavy or heavy-tailed ones.
-        self.excess, self.excess_var = _ema(self.excess, self.excess_var, max(0.0, cost - up_front))
+        excess = cost - up_front
+        delta = (excess if excess > 0.0 else 0.0) - self.excess
+        self.excess += _COST_WEIGHT * delta
+        self.excess_var = (1 - _COST_WEIGHT) * (self.excess_var + _COST_WEIGHT * delta * delta)
 
     def add_throttled(self, remaining: float) -> None:
         self.throttled.append(remaining)
@@ -302,11 +315,11 @@ class _RouteStats:
             self.floor = sorted(self.throttled)[len(self.throttled) // 2]
 
     def add_trip(self, seconds: float) -> None:
-        self.order.append(seconds)
-        bisect.insort(self.sorted, seconds)
-        if len(self.order) > _TRIP_KEPT:
-            oldest = self.order.popleft()
-            del self.sorted[bisect.bisect_left(self.sorted, oldest)]
+        order, kept = self.order, self.sorted
+        order.append(seconds)
+        bisect.insort(kept, seconds)
+        if len(order) > _TRIP_KEPT:
+            del kept[bisect.bisect_left(kept, order.popleft())]
 
     def trip_low(self) -> float:
         """A round trip few answered requests of the route beat (0 until enough were seen)."""
@@ -324,20 +337,12 @@ class _RouteStats:
         if len(kept) < _TRIP_SAMPLES or by <= seen:
             return 0.0
         n = len(kept)
-        alive = n - bisect.bisect_right(kept, max(0.0, seen))
+        alive = n - bisect.bisect_right(kept, seen if seen > 0.0 else 0.0)
         if alive <= 0:
             # Older than any seen: a straggler, still there as far as we know.
             return 0.0
         ended = bisect.bisect_right(kept, by) - (n - alive)
         return max(0.0, ended / alive)
-
-
-def _ema(mean: float | None, var: float, sample: float) -> tuple[float, float]:
-    """Exponentially weighted mean and variance; the first sample starts the mean."""
-    if mean is None:
-        return sample, 0.0
-    delta = sample - mean
-    return mean + _COST_WEIGHT * delta, (1 - _COST_WEIGHT) * (var + _COST_WEIGHT * delta * delta)
 
 
 class _Outflow:
@@ -424,35 +429,73 @@ class _Filter:
             for i in range(self.U, len(x)):
                 p[i][i] += _UP_FRONT_DRIFT
 
+    # The filter runs on every answer with two to four states and one to three
+    # coefficients: plain loops over local names, no generators, and a single
+    # coefficient without a loop. The sums are taken in the same order (sum()
+    # stays where it was: from 3.12 it compensates), so the results are the
+    # same to the last bit.
+
     def variance(self, h: dict[int, float]) -> float:
         """Variance of the linear combination ``sum(h[i] * x[i])``."""
+        p = self.p
+        if len(h) == 1:
+            ((i, hi),) = h.items()
+            total = 0.0 + hi * p[i][i] * hi  # the loop below, for one term
+            return total if total > 0.0 else 0.0
         total = 0.0
-        for i, hi in h.items():
-            row = self.p[i]
-            for j, hj in h.items():
+        items = h.items()
+        for i, hi in items:
+            row = p[i]
+            for j, hj in items:
                 total += hi * row[j] * hj
-        return max(0.0, total)
+        return total if total > 0.0 else 0.0
 
     def value(self, h: dict[int, float]) -> float:
-        return sum(coefficient * self.x[i] for i, coefficient in h.items())
+        x = self.x
+        if len(h) == 1:  # the headroom alone, on most answers of a sequential caller
+            ((i, coefficient),) = h.items()
+            return 0.0 + coefficient * x[i]  # what sum() of one term gives
+        return sum([coefficient * x[i] for i, coefficient in h.items()])
 
     def update(self, h: dict[int, float], measured: float, noise: float) -> float:
         """Measure ``sum(h[i] * x[i])`` with variance *noise*; return the innovation."""
         x, p = self.x, self.p
-        n = len(x)
-        ph = [sum(p[i][j] * hj for j, hj in h.items()) for i in range(n)]
-        s = sum(h_i * ph[i] for i, h_i in h.items()) + noise
-        innovation = measured - self.value(h)
+        if len(h) == 1:
+            return self._update_one(h, measured, noise)
+        items = list(h.items())
+        ph = [sum([row[j] * hj for j, hj in items]) for row in p]
+        s = sum([h_i * ph[i] for i, h_i in items]) + noise
+        innovation = measured - sum([coefficient * x[i] for i, coefficient in items])
         if s <= 0:
             return innovation
-        gain = [value / s for value in ph]
-        for i in range(n):
-            x[i] += gain[i] * innovation
-            gi = gain[i]
+        for i, value in enumerate(ph):
+            gi = value / s
+            x[i] += gi * innovation
             if gi:
                 row = p[i]
-                for j in range(n):
-                    row[j] -= gi * ph[j]
+                for j, phj in enumerate(ph):
+                    row[j] -= gi * phj
+        return innovation
+
+    def _update_one(self, h: dict[int, float], measured: float, noise: float) -> float:
+        """:meth:`update` for one coefficient (the headroom alone: one request at a time).
+
+        The same arithmetic: a sum of one term is ``0.0 + term``.
+        """
+        x, p = self.x, self.p
+        ((k, hk),) = h.items()
+        ph = [0.0 + row[k] * hk for row in p]
+        s = (0.0 + hk * ph[k]) + noise
+        innovation = measured - (0.0 + hk * x[k])
+        if s <= 0:
+            return innovation
+        for i, value in enumerate(ph):
+            gi = value / s
+            x[i] += gi * innovation
+            if gi:
+                row = p[i]
+                for j, phj in enumerate(ph):
+                    row[j] -= gi * phj
         return innovation
 
     def forget(self, index: int, value: float) -> None:
@@ -499,6 +542,7 @@ class BucketModel:
         self._settled = 0.0
         self._hwm = c.hwm
         self._hwm_sd = c.hwm_sd if c.learn else 0.0
+        self._hwm_prior_var = c.hwm_sd**2
         # Since when the model believes Canvas's count was zero (a fresh
         # model assumes an idle token), and the costs our answers added since.
         self._drained_at: float | None = now
@@ -643,12 +687,18 @@ class BucketModel:
 
         Never below what the route's recent throttled answers say it is at least.
         """
-        slot = self._slots.get(route, -1) if route else -1
         x = self._filter.x
-        estimate = x[_Filter.U] + (x[slot] if slot >= 0 else 0.0)
-        stats = self._stats.get(route) if route else None
-        floor = stats.floor if stats is not None else 0.0
-        return max(MIN_UP_FRONT_COST, estimate, floor)
+        if not route:
+            estimate = x[_Filter.U] + 0.0
+            floor = 0.0
+        else:
+            slot = self._slots.get(route, -1)
+            estimate = x[_Filter.U] + (x[slot] if slot >= 0 else 0.0)
+            stats = self._stats.get(route)
+            floor = stats.floor if stats is not None else 0.0
+        # max(MIN_UP_FRONT_COST, estimate, floor), without the call (every admission)
+        least = estimate if estimate > MIN_UP_FRONT_COST else MIN_UP_FRONT_COST
+        return floor if floor > least else least
 
     def up_front_sd_for(self, route: str | None) -> float:
         """How unsure the reservation of *route* is (standard deviation)."""
@@ -864,7 +914,9 @@ class BucketModel:
             self._learn_lattice(permit, remaining, 0.0 if throttled else (cost or 0.0), now)
         # The anchor: what admission extrapolates from until the next answer.
         self._anchor = remaining
-        self._anchor_at = max(self._anchor_at, now - self._one_way)
+        answered_at = now - self._one_way
+        if answered_at > self._anchor_at:
+            self._anchor_at = answered_at
         self._anchor_set = set(sure)
         # Exact when every request of ours in flight is known counted or not.
         self._anchor_exact = resolved
@@ -872,7 +924,8 @@ class BucketModel:
             self._send_lag = min(_MAX_SEND_LAG_S, 1.5 * self._send_lag)
             self._on_throttled(permit, remaining, now)
         else:
-            self._send_lag = max(_SEND_LAG_S, self._send_lag * _SEND_LAG_SHRINK)
+            lag = self._send_lag * _SEND_LAG_SHRINK
+            self._send_lag = lag if lag > _SEND_LAG_S else _SEND_LAG_S
             self._since_throttle += 1
             if permit.probe:
                 self._probe_cooldown = max(_PROBE_COOLDOWN, self._probe_cooldown // 2)
@@ -1009,9 +1062,14 @@ class BucketModel:
 
     def _remaining_now(self, now: float) -> float:
         """The anchor's remaining, leaked up to now; never above hwm (the count is >= 0)."""
-        assert self._anchor is not None
-        leaked = self._anchor + self.outflow * max(0.0, now - self._anchor_at)
-        return min(leaked, max(self._hwm, self._anchor))
+        anchor = self._anchor
+        assert anchor is not None
+        # min(leaked, max(hwm, anchor)) and max(0, since), without the calls
+        since = now - self._anchor_at
+        leaked = anchor + self._outflow.mean * (since if since > 0.0 else 0.0)
+        hwm = self._hwm
+        ceiling = anchor if anchor > hwm else hwm
+        return ceiling if ceiling < leaked else leaked
 
     def _free(self, now: float, route: str | None) -> tuple[float, float]:
         """Room left for one more request of *route* once ours in flight are counted.
@@ -1107,7 +1165,9 @@ class BucketModel:
 
     def _safety(self, variance: float) -> float:
         """Headroom kept for the model's own doubt."""
-        return max(self.config.margin, _SAFETY_Z * math.sqrt(variance))
+        kept = _SAFETY_Z * math.sqrt(variance)
+        margin = self.config.margin
+        return kept if kept > margin else margin
 
     def _may_probe(self, free: float, doubt: float) -> bool:
         """One request beyond a cautious model, to learn whether the room is there.
@@ -1143,6 +1203,12 @@ class BucketModel:
         if observation is None:
             return None, None
         remaining, cost = observation.remaining, observation.cost
+        # The common case, both plausible, in comparisons alone (NaN and the
+        # infinities fail them too); else each is checked and reported below.
+        if (remaining is None or -MAX_ABS_REMAINING <= remaining <= MAX_ABS_REMAINING) and (
+            cost is None or 0.0 <= cost <= MAX_REQUEST_COST
+        ):
+            return remaining, cost
         bad: dict[str, float] = {}
         if remaining is not None and not (
             math.isfinite(remaining) and abs(remaining) <= MAX_ABS_REMAINING
@@ -1433,12 +1499,11 @@ class BucketModel:
         if cost is None or now < self._others_until:
             # Throttled: the count was anything but zero. Or others share it.
             self._drained_at = None
-        sure_after = self._settled_after()
         if (
             self._drained_at is None
             or maybe
             or len(sure) < len(self._active)
-            or any(now - p.admitted_at < sure_after for p in sure)
+            or (sure and self._any_younger(sure, now))
         ):
             # Only requests known to hold their reservation may be added back,
             # and only when every request in flight is known to: one taken as
@@ -1455,30 +1520,44 @@ class BucketModel:
         # answer shows hwm itself, as well as we know the reservations. They
         # may be unsure yet, so the sample is kept as a linear function of
         # them and weighed again as the filter learns them.
-        leaked = self.outflow * max(0.0, answered_at - self._drained_at)
-        base = remaining + max(0.0, self._charged_since_drain - leaked)
-        reserved = {k: -v for k, v in self._reserved_vector(sure).items()}
+        since = answered_at - self._drained_at
+        leaked = self._outflow.mean * (since if since > 0.0 else 0.0)
+        charged = self._charged_since_drain - leaked
+        base = remaining + (charged if charged > 0.0 else 0.0)
+        reserved = {k: -v for k, v in self._reserved_vector(sure).items()} if sure else {}
         self._drain_sample = (base, reserved)
         # A sample with no reservations in it does not move as the filter learns.
         self._reweighs_left = _HWM_REWEIGHS if reserved else 0
         self._reweigh_hwm()
 
+    def _any_younger(self, sure: list[Permit], now: float) -> bool:
+        """Whether any of *sure* is too young to be surely holding its reservation."""
+        sure_after = self._settled_after()
+        return any(now - p.admitted_at < sure_after for p in sure)
+
     def _reweigh_hwm(self) -> None:
         """hwm: the prior and the latest drained-bucket sample, never below a remaining seen."""
         if not self._learn:
             return
-        prior, prior_var = self.config.hwm, self.config.hwm_sd**2
+        prior, prior_var = self.config.hwm, self._hwm_prior_var
         estimate, variance = prior, prior_var
         if self._drain_sample is not None:
             base, h = self._drain_sample
-            sample = base + self._filter.value(h)
-            noise = self._filter.variance(h) + _PAIR_VAR
+            if h:
+                sample = base + self._filter.value(h)
+                noise = self._filter.variance(h) + _PAIR_VAR
+            else:
+                # No reservations in the sample (value and variance of nothing: zero).
+                sample, noise = base + 0.0, 0.0 + _PAIR_VAR
             gain = prior_var / (prior_var + noise)
             estimate, variance = prior + gain * (sample - prior), (1 - gain) * prior_var
         if self._highest > estimate:
             # remaining <= hwm always: the count is never negative.
-            estimate, variance = self._highest, min(variance, _PAIR_VAR)
-        self._hwm, self._hwm_sd = estimate, max(1.0, math.sqrt(variance))
+            estimate = self._highest
+            if _PAIR_VAR < variance:
+                variance = _PAIR_VAR
+        sd = math.sqrt(variance)
+        self._hwm, self._hwm_sd = estimate, sd if sd > 1.0 else 1.0
         self._clamp()
 
     def _observe(
@@ -1496,18 +1575,21 @@ class BucketModel:
         allows a fraction of a reservation either way.
         """
         f = self._filter
-        answered_at = max(self._at, now - self._one_way)
-        dt = answered_at - self._at
-        f.predict(dt, self.outflow, self._outflow.var, _HEADROOM_DRIFT_PER_S * dt, True)
+        at = self._at
+        answered_at = now - self._one_way
+        if not answered_at > at:
+            answered_at = at
+        dt = answered_at - at
+        f.predict(dt, self._outflow.mean, self._outflow.var, _HEADROOM_DRIFT_PER_S * dt, True)
         self._at = answered_at
         if cost is not None:
             f.x[_Filter.D] -= cost
             self._settled += cost
         if self._learn:
             self._learn_outflow(remaining, answered_at, sure, maybe)
-        h = self._reserved_vector(sure)
+        h = self._reserved_vector(sure) if sure else {}
         h[_Filter.D] = 1.0
-        u = self.up_front_cost
+        u = f.x[_Filter.U]
         noise = _MEASUREMENT_VAR + _COUNT_DOUBT * u * u
         if maybe:
             # Some of ours may or may not have reached Canvas: whatever we
@@ -1521,7 +1603,7 @@ class BucketModel:
             return
         innovation = remaining - f.value(h)
         spread = f.variance(h) + noise
-        if innovation * innovation > _GATE_Z**2 * spread:
+        if innovation * innovation > _GATE_Z_SQUARED * spread:
             # Far from what the filter expects: restart its headroom from this
             # answer rather than let one surprise drag the parameters.
             f.forget(_Filter.D, remaining - f.value({**h, _Filter.D: 0.0}))
@@ -1539,16 +1621,18 @@ class BucketModel:
         Only while every request of ours in flight is of the answered route:
         steps then are whole reservations of that route.
         """
-        if any(other.slot != permit.slot for other in self._active):
+        slot = permit.slot
+        if self._active and any(other.slot != slot for other in self._active):
             self._lattice.forget()
             return
         answered_at = now - self._one_way
-        gap = max(0.0, answered_at - self._at)
+        gap = answered_at - self._at
+        if not gap > 0.0:
+            gap = 0.0
         # The count stayed above zero (the leak ran) if both answers show it well above.
-        leaking = self._hwm - remaining > self.outflow * (gap + 0.1) + self.config.margin
-        self._lattice.observe(
-            remaining, answered_at, cost, permit.slot, self.outflow, leaking and self._leaking
-        )
+        leak = self._outflow.mean
+        leaking = self._hwm - remaining > leak * (gap + 0.1) + self.config.margin
+        self._lattice.observe(remaining, answered_at, cost, slot, leak, leaking and self._leaking)
         self._leaking = leaking
         if self._lattice.fresh_steps < _LATTICE_EVERY:
             return
@@ -1567,7 +1651,7 @@ class BucketModel:
     def _learn_outflow(
         self, remaining: float, answered_at: float, sure: list[Permit], maybe: list[Permit]
     ) -> None:
-        if self._hwm - remaining < 2 * self.up_front_cost + self.config.margin:
+        if self._hwm - remaining < 2 * self._filter.x[_Filter.U] + self.config.margin:
             # A count near zero, where the leak stops: no pair may span it.
             self._outflow.forget()
             return
@@ -1585,8 +1669,18 @@ class BucketModel:
 
     def _converged(self) -> bool:
         """Whether every route's reservation is known to within a unit."""
-        routes: list[str | None] = [*self._slots] or [None]
-        return all(self.up_front_sd_for(route) < 1.0 for route in routes)
+        # up_front_sd_for(route) < 1.0 for each, without building the coefficients:
+        # the variance of U + dU_slot is the same sum, term by term, as _Filter.variance.
+        p = self._filter.p
+        row = p[_Filter.U]
+        if not self._slots:
+            total = 0.0 + row[_Filter.U]
+            return math.sqrt(total if total > 0.0 else 0.0) < 1.0
+        for slot in self._slots.values():
+            total = 0.0 + row[_Filter.U] + row[slot] + p[slot][_Filter.U] + p[slot][slot]
+            if not math.sqrt(total if total > 0.0 else 0.0) < 1.0:
+                return False
+        return True
 
     def _reserved_vector(self, permits: Iterable[Permit], weight: float = 1.0) -> dict[int, float]:
         """Coefficients of the sum of *permits*' reservations over the filter's state, negated."""
@@ -1697,14 +1791,42 @@ class BucketModel:
 
     def _clamp(self) -> None:
         """Keep every estimate within physical bounds, whatever the evidence did."""
+        # Comparisons, not min/max calls: this runs on every answer, often twice.
         x = self._filter.x
-        hwm = self._hwm = _within(self._hwm, 2 * MIN_UP_FRONT_COST, MAX_HWM)
-        u = x[_Filter.U] = _within(x[_Filter.U], MIN_UP_FRONT_COST, hwm)
-        x[_Filter.D] = _within(x[_Filter.D], -MAX_HWM, 2 * MAX_HWM)
-        for slot in self._slots.values():
-            x[slot] = _within(x[slot], MIN_UP_FRONT_COST - u, hwm)
+        hwm = self._hwm
+        if hwm < _MIN_HWM:
+            hwm = self._hwm = _MIN_HWM
+        elif hwm > MAX_HWM:
+            hwm = self._hwm = MAX_HWM
+        u = x[_Filter.U]
+        if u < MIN_UP_FRONT_COST:
+            u = x[_Filter.U] = MIN_UP_FRONT_COST
+        elif u > hwm:
+            u = x[_Filter.U] = hwm
+        d = x[_Filter.D]
+        if d < -MAX_HWM:
+            x[_Filter.D] = -MAX_HWM
+        elif d > _MAX_HEADROOM:
+            x[_Filter.D] = _MAX_HEADROOM
+        if self._slots:
+            low = MIN_UP_FRONT_COST - u
+            for slot in self._slots.values():
+                value = x[slot]
+                if value < low:
+                    x[slot] = low
+                elif value > hwm:
+                    x[slot] = hwm
 
     def _log_moves(self) -> None:
+        logged = self._logged
+        # The common case, that nothing moved, without building the loop's tuples.
+        before = logged["hwm"]
+        if abs(self._hwm - before) <= _LOG_MOVE * abs(before):
+            before = logged["up_front_cost"]
+            if abs(self._filter.x[_Filter.U] - before) <= _LOG_MOVE * abs(before):
+                before = logged["outflow"]
+                if abs(self._outflow.mean - before) <= _LOG_MOVE * abs(before):
+                    return
         for name, value in (
             ("hwm", self._hwm),
             ("up_front_cost", self.up_front_cost),
@@ -1748,13 +1870,6 @@ def _bet_variance(chance: float) -> float:
     if abs(chance - 0.5) < 1e-9:
         return 0.25
     return (1.0 - 2.0 * chance) / (2.0 * math.log((1.0 - chance) / chance))
-
-
-def _within(value: float, low: float, high: float) -> float:
-    """*value* clamped to ``[low, high]`` (comparisons: this runs on every answer)."""
-    if value < low:
-        return low
-    return high if value > high else value
 
 
 def _plausible(value: float, variance: float) -> bool:

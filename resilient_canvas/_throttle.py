@@ -176,7 +176,8 @@ class Throttle:
             return
         with self._lock:
             self.model.settle(permit, observation, self._now())
-            self._wake_heads()
+            if self._lanes:  # else nobody waits to be woken
+                self._wake_heads()
 
     async def aclose(self) -> None:
         """Release what the throttle holds; nothing for an in-process one."""
