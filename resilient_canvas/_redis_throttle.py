@@ -69,6 +69,8 @@ _IDLE_CLOSE_S = 15.0
 #: How often a waiter that only another process can unblock asks Redis again.
 _POLL_S = 0.01
 _MAX_POLL_S = 0.2
+#: A process's listener for the others' releases ends after nobody waited this long.
+_LISTEN_IDLE_S = 5.0
 #: A waiter of another process older than ours by more than this goes first;
 #: its claim counts while it asked Redis this recently (waiters poll at most
 #: every _MAX_POLL_S while they wait for others).
@@ -870,13 +872,25 @@ class RedisThrottle(Throttle):
         sharing one bucket ran 1.51-1.54x its lower bound, one process's work
         finishing seconds after the others'). The poll stays as the fallback:
         a message can be lost with the connection, and the next wait listens
-        again.
+        again. It holds a connection, so it ends once nobody here has waited
+        for ``_LISTEN_IDLE_S`` (a process pacing many tokens keeps none for
+        the idle ones).
         """
         pubsub = self._connection().client.pubsub(ignore_subscribe_messages=True)
+        loop = asyncio.get_running_loop()
         try:
             await pubsub.subscribe(self._keys[0] + ":released")
-            async for _ in pubsub.listen():
-                self._notify()
+            idle_since = loop.time()
+            while True:
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=_LISTEN_IDLE_S
+                )
+                if message is not None:
+                    self._notify()
+                if self.waiting:
+                    idle_since = loop.time()
+                elif loop.time() - idle_since >= _LISTEN_IDLE_S:
+                    return
         except _ERRORS:
             return
         finally:

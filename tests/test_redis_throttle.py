@@ -731,27 +731,28 @@ async def _hang(_: float) -> None:
     await asyncio.Event().wait()
 
 
-async def test_a_release_in_another_process_wakes_our_waiter_at_once(redis_url: str) -> None:
-    """A waiter that only another process's release can unblock is woken by it, not a poll.
+async def _listeners(redis_url: str, key: str, want: int) -> int:
+    """The listeners on *key*'s release channel, once there are *want* (2 s at most)."""
+    admin = redis.Redis.from_url(redis_url)
+    channel = f"resilient_canvas:{key}:state:released"
+    count = -1
+    for _ in range(200):
+        count = int(admin.pubsub_numsub(channel)[0][1])
+        if count == want:
+            break
+        await asyncio.sleep(0.01)
+    return count
 
-    Regression (4 processes on workload B, 1.51-1.75x the bound): a process
-    with nothing of its own in flight polled up to 0.2 s while the others'
-    requests ended every few milliseconds; the processes with requests in
-    flight took the room first, and one process's work ended seconds late.
-    Here the waiter's timer never fires: only the release can admit it.
-    """
+
+async def _woken_by_a_release(redis_url: str, key: str) -> tuple[RedisThrottle, RedisThrottle]:
+    """A waiter of one process whose timer never fires, admitted by another's release."""
     config = ThrottleConfig(margin=0.0, learn=False)
-    first = RedisThrottle(redis_url, "test#wake", config=config)
-    second = RedisThrottle(redis_url, "test#wake", config=config, sleep=_hang)
+    first = RedisThrottle(redis_url, key, config=config)
+    second = RedisThrottle(redis_url, key, config=config, sleep=_hang)
     await _seed(first)
     held = await _until_blocked(first)
     waiter = asyncio.ensure_future(second.acquire())
-    admin = redis.Redis.from_url(redis_url)
-    channel = "resilient_canvas:test#wake:state:released"
-    for _ in range(200):
-        if admin.pubsub_numsub(channel)[0][1]:
-            break
-        await asyncio.sleep(0.01)
+    assert 1 == await _listeners(redis_url, key, 1)
     assert not waiter.done()
 
     first.release(held.pop())  # one ends
@@ -761,6 +762,31 @@ async def test_a_release_in_another_process_wakes_our_waiter_at_once(redis_url: 
     second.release(permit)
     for other in held:
         first.release(other)
+    return first, second
+
+
+async def test_a_release_in_another_process_wakes_our_waiter_at_once(redis_url: str) -> None:
+    """A waiter that only another process's release can unblock is woken by it, not a poll.
+
+    Regression (4 processes on workload B, 1.51-1.75x the bound): a process
+    with nothing of its own in flight polled up to 0.2 s while the others'
+    requests ended every few milliseconds; the processes with requests in
+    flight took the room first, and one process's work ended seconds late.
+    Here the waiter's timer never fires: only the release can admit it.
+    """
+    first, second = await _woken_by_a_release(redis_url, "test#wake")
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_the_listener_lets_its_connection_go_once_nobody_waits(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process pacing many tokens keeps no listening connection for the idle ones."""
+    monkeypatch.setattr(_redis_throttle, "_LISTEN_IDLE_S", 0.05)
+    first, second = await _woken_by_a_release(redis_url, "test#idle")
+
+    assert 0 == await _listeners(redis_url, "test#idle", 0)
     await first.aclose()
     await second.aclose()
 
