@@ -577,6 +577,8 @@ class BucketModel:
         self._active: list[Permit] = []
         self._throttled = 0
         self._one_way = 0.0
+        #: The delay as this model's own answers bound it (not another's).
+        self._own_one_way = 0.0
         self._rtt_floor = math.inf
         #: Two transits as another process on this machine learnt them (see adopt_network).
         self._shared_trip = math.inf
@@ -619,6 +621,12 @@ class BucketModel:
     def one_way_delay_s(self) -> float:
         """The network's one-way delay, as far as answers bound it (an upper bound)."""
         return self._one_way
+
+    @property
+    def own_one_way_delay_s(self) -> float:
+        """The one-way delay as this model's own answers bound it, another's left out:
+        what it shares (sharing the shared one back would only ever lower it)."""
+        return self._own_one_way
 
     @property
     def network_learnt(self) -> bool:
@@ -1275,6 +1283,7 @@ class BucketModel:
             # from round trips less cost may be far looser (costs that are
             # not seconds, a server that queues before it charges).
             round_trip = min(round_trip, self._longest_transits())
+        self._own_one_way = round_trip / 2
         self._one_way = min(round_trip, self._shared_trip) / 2
         if not throttled:
             # Round trips, not service times: the delay subtracted would be an

@@ -93,6 +93,8 @@ _CALIBRATE_FOR_S = 4.0
 _CALIBRATED_SD = 2.0
 
 _ERRORS = ERRORS
+#: Processes on one host share a network path to Canvas (see ``network_id``).
+_HOST = socket.gethostname()
 _PARAMETERS = ("hwm", "hwm_var", "up_front_cost", "up_front_cost_var", "outflow", "outflow_var")
 _ROUTE_PARAMETERS = (ROUTE_UP_FRONT, ROUTE_UP_FRONT_VAR)
 
@@ -349,6 +351,8 @@ class _Connection:
     spare: Any
     scripts: dict[str, Any]
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Whether the client can subscribe (an injected one may not).
+    listens: bool = True
 
 
 def _parse(reply: Any) -> tuple[int, _View]:
@@ -381,6 +385,11 @@ class RedisThrottle(Throttle):
             heartbeating (killed) stop counting.
         admission_timeout: The longest a request waits for Redis before the
             throttle paces locally.
+        network_id: What identifies this process's network path to Canvas:
+            processes with the same one share their learnt network delay
+            (default: the host name). Give machines that share a host name
+            but not a network (images left as ``localhost``) their own, or
+            None to share nothing.
         clock: None uses Redis's clock (right across machines); inject one
             only in tests, together with *sleep*.
         sleep: How waits pass.
@@ -399,6 +408,7 @@ class RedisThrottle(Throttle):
         lease_ttl: float = 60.0,
         heartbeat_ttl: float = 3.0,
         admission_timeout: float = _ADMISSION_TIMEOUT_S,
+        network_id: str | None = _HOST,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         redis_client: Any = None,
@@ -418,8 +428,8 @@ class RedisThrottle(Throttle):
         self._heartbeat_ttl = heartbeat_ttl
         self._admission_timeout = admission_timeout
         self._worker = uuid.uuid4().hex[:16]
-        # The network delay is the machine's: shared with its other processes only.
-        self._network_key = f"one_way@{socket.gethostname()}"
+        # The network delay is the path's: shared with the processes on it only.
+        self._network_key = None if network_id is None else f"one_way@{network_id}"
         # One client per event loop: a client is bound to the loop it was made in.
         self._connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connection] = (
             weakref.WeakKeyDictionary()
@@ -473,18 +483,25 @@ class RedisThrottle(Throttle):
                 # room below charges the others': the model may count ours alone.
                 held = self._held_back(route, now)
                 delay = math.inf if held else self.model.delay(now, route, sees_all=True)
-            if delay > 0:
+            if delay > 0 and not self._others_seen:
                 # Our own requests, the pause or the cut: only the model decides.
                 await self._wait_for_change(delay, route)
                 continue
-            with self._lock:
-                most, wait = self._shared_room(route)
+            most, wait = -1, delay
+            if delay <= 0:
+                with self._lock:
+                    most, wait = self._shared_room(route)
             if wait > 0 or races >= _RACES_BEFORE_POLL:
                 races = 0
                 if wait > 0:
-                    # Only the others can make room now: hear them give it back.
+                    # The others' requests hold the room, or their answers show
+                    # it (the anchor we wait on moves only with a view read
+                    # from Redis): hear them give it back, and look again.
+                    # Waiting on the model's anchor alone, a process with
+                    # nothing in flight slept 5 s on a throttled answer's 4.9
+                    # while the others' answers showed room.
                     self._loop_task("listen", self._listen())
-                await self._wait_for_change(max(wait, _POLL_S), route)
+                await self._wait_for_change(min(max(wait, _POLL_S), _MAX_POLL_S), route)
                 most = -1  # only refresh the view: it is stale after a wait
             try:
                 admitted = await self._take(member if most >= 0 else "", route, most, waiting_since)
@@ -613,9 +630,11 @@ class RedisThrottle(Throttle):
             # Their requests move Canvas's figure unseen: learn only bounds meanwhile.
             self._others_seen = True
             self.model.note_others(self._now())
-        one_way = view.number(self._network_key)
-        if one_way is not None:
-            self.model.adopt_network(one_way)
+        if self._network_key is not None:
+            one_way = view.number(self._network_key)
+            by = view.state.get(self._network_key + "#by")
+            if one_way is not None and by != self._worker:  # not our own back
+                self.model.adopt_network(one_way)
         anchor, anchor_at = view.number("anchor"), view.number("anchor_at")
         if (
             anchor is not None
@@ -723,8 +742,12 @@ class RedisThrottle(Throttle):
             self._published_at = now
             with self._lock:
                 parameters = self.model.parameters()
-                if self.model.network_learnt:
-                    parameters[self._network_key] = self.model.one_way_delay_s
+                network = self._network_key
+                if network is not None and self.model.network_learnt:
+                    # Our own bound: the shared one shared back could only fall.
+                    parameters[network] = self.model.own_one_way_delay_s
+            if network is not None and network in parameters:
+                args += [network + "#by", self._worker]
             for name, value in parameters.items():
                 args += [name, repr(value)]
             if calibrated:
@@ -876,7 +899,15 @@ class RedisThrottle(Throttle):
         for ``_LISTEN_IDLE_S`` (a process pacing many tokens keeps none for
         the idle ones).
         """
-        pubsub = self._connection().client.pubsub(ignore_subscribe_messages=True)
+        connection = self._connection()
+        if not connection.listens:
+            return
+        try:
+            pubsub = connection.client.pubsub(ignore_subscribe_messages=True)
+        except AttributeError:
+            # An injected client without pub/sub: waiters poll.
+            connection.listens = False
+            return
         loop = asyncio.get_running_loop()
         try:
             await pubsub.subscribe(self._keys[0] + ":released")
