@@ -854,18 +854,23 @@ class BucketModel:
         """
         self._others_until = max(self._others_until, now + _OTHERS_FOR_S)
 
-    def adopt_anchor(self, remaining: float, at: float) -> None:
+    def adopt_anchor(
+        self, remaining: float, at: float, counted_before: float | None = None
+    ) -> None:
         """Take another process's newer answer (computed by Canvas at *at*) as the anchor.
 
         Only admission's starting point moves; the estimator learns from our own
-        answers alone. Our requests sent a one-way delay before *at* were counted.
+        answers alone. Our requests admitted before *counted_before* were
+        counted (default: a one-way delay before *at*; a caller that knows
+        how early *at* may be, and how late our loop may send, gives less).
         """
         if not (math.isfinite(remaining) and abs(remaining) <= MAX_ABS_REMAINING):
             return
         if self._anchor is not None and at < self._anchor_at:
             return
         self._anchor, self._anchor_at = remaining, at
-        self._anchor_set = {p for p in self._active if p.admitted_at + self._one_way < at}
+        before = at - self._one_way if counted_before is None else counted_before
+        self._anchor_set = {p for p in self._active if p.admitted_at < before}
         self._anchor_exact = False  # another process's answer: its view of ours is a guess
 
     def pause_remaining(self, now: float) -> float:

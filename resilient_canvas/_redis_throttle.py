@@ -643,7 +643,14 @@ class RedisThrottle(Throttle):
         ):
             # Not our own answer back: the model has it already, and knows
             # exactly which of our requests it counted (what association needs).
-            self.model.adopt_anchor(anchor, anchor_at - self._offset)
+            # Our requests it counted: sent a one-way delay before the earliest
+            # it may have been computed, by a loop that may send late.
+            anchor_from = view.number("anchor_from")
+            earliest = anchor_at if anchor_from is None else anchor_from
+            reach = self.model.one_way_delay_s + self.model.lag_allowance_s
+            self.model.adopt_anchor(
+                anchor, anchor_at - self._offset, earliest - self._offset - reach
+            )
         seq = view.state.get("params_seq")
         if seq is not None and seq != self._merged_seq:
             self._merged_seq = seq

@@ -976,3 +976,34 @@ async def test_a_client_without_pubsub_leaves_the_waiters_polling(redis_url: str
     await first.aclose()
     await second.aclose()
     await client._client.aclose()  # type: ignore[attr-defined]
+
+
+async def test_our_requests_sent_just_before_another_s_answer_are_not_taken_as_counted(
+    redis_url: str,
+) -> None:
+    """Another process's answer counts our requests only if they surely reached Canvas first.
+
+    Regression (bench_distributed, 20-48 throttles of 1,500): a process took
+    its own requests admitted a one-way delay before another's answer as
+    counted in it, with neither the answer's earliest time nor a busy loop's
+    late sending allowed for; once the network delay was learnt (0.5 ms),
+    requests sent a few milliseconds before went uncharged.
+    """
+    config = ThrottleConfig(margin=0.0, learn=False, explore=False)
+    first = RedisThrottle(redis_url, "test#mine", config=config)
+    second = RedisThrottle(redis_url, "test#mine", config=config)
+    await _seed(first)
+    sent = [await second.acquire() for _ in range(4)]
+    # Canvas answered another request just after: ours had not arrived.
+    other = await first.acquire()
+    first.release(other, Observation(remaining=590.0, cost=0.1))
+    await asyncio.gather(*first._settling)
+
+    more = await _until_blocked(second)
+
+    # 590 - 4 * 50 = 390 units left: 7 more fit, not the 11 of 590.
+    assert 7 == len(more)
+    for permit in sent + more:
+        second.release(permit)
+    await first.aclose()
+    await second.aclose()
