@@ -68,6 +68,13 @@ class RetryPolicy:
 
     Attributes:
         attempts: Most attempts in all, the first included (1 disables retries).
+            Under a throttle, attempts that Canvas throttled count against
+            *throttled_attempts* instead.
+        throttled_attempts: Most attempts of one call that Canvas may
+            throttle while a throttle paces the call. They did no work at
+            Canvas, and the throttle waits for room before each: counted as
+            failures, they failed calls of a bulk job that only had to wait
+            (processes sharing a token without Redis).
         backoff_base: First backoff ceiling in seconds; it doubles per attempt
             (full jitter: the wait is uniform between 0 and the ceiling).
         backoff_cap: Largest backoff ceiling.
@@ -85,6 +92,7 @@ class RetryPolicy:
     """
 
     attempts: int = 10
+    throttled_attempts: int = 30
     backoff_base: Seconds = 0.5
     backoff_cap: Seconds = 10.0
     deadline: Seconds = 120.0
@@ -98,6 +106,10 @@ class RetryPolicy:
         # or an endless loop, and such typos are otherwise hard to spot.
         if self.attempts < 1:
             raise ValueError(f"attempts must be at least 1, not {self.attempts}.")
+        if self.throttled_attempts < 1:
+            raise ValueError(
+                f"throttled_attempts must be at least 1, not {self.throttled_attempts}."
+            )
         for name in ("backoff_base", "backoff_cap", "deadline", "attempt_timeout", "max_wait"):
             if seconds(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)!r}.")

@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import functools
 import inspect
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -115,6 +116,8 @@ class _CallState:
     history: AttemptHistory = field(default_factory=AttemptHistory)
     spent: float = 0.0
     pending_wait: tuple[float, str] = (0.0, "backoff")
+    #: Attempts Canvas throttled while the throttle paced the call.
+    paced_throttles: int = 0
     #: A check will reconcile a write given up as possibly applied: it logs the outcome.
     reconciles: bool = False
 
@@ -151,8 +154,11 @@ class _CallState:
         error = _failure(state)
         wait, _ = self.pending_wait
         attempts = min(self.policy.attempts, testing_attempts() or self.policy.attempts)
+        if self.throttle is not None and isinstance(error, RateLimitExceeded):
+            # Paced: it did no work and waits for room; counted on its own.
+            self.paced_throttles += 1
         reason = None
-        if state.attempt_number >= attempts:
+        if self._attempts_exhausted(state.attempt_number, attempts):
             reason = "attempts_exhausted"
         elif wait > seconds(self.policy.max_wait):
             reason = "wait_exceeds_cap"
@@ -190,6 +196,13 @@ class _CallState:
         await self.sleep_fn(0.0 if is_testing() else wait)
 
     # -------------------------------------------------------------- decisions
+
+    def _attempts_exhausted(self, attempt_number: int, attempts: int) -> bool:
+        if attempts == 1 or attempt_number >= (testing_attempts() or math.inf):
+            return True  # retries disabled, or capped for tests
+        if self.paced_throttles >= self.policy.throttled_attempts:
+            return True
+        return attempt_number - self.paced_throttles >= attempts
 
     def deadline_left(self) -> float:
         return seconds(self.policy.deadline) - (self.clock() - self.started)

@@ -829,3 +829,47 @@ async def test_errors_from_decorated_code_keep_the_callers_frames() -> None:
     names = [frame.name for frame in traceback.extract_tb(raised.value.__traceback__)]
     assert "caller_code" in names
     assert "attempt" not in names
+
+
+async def test_a_paced_call_waits_out_throttles_that_an_unpaced_one_gives_up_on() -> None:
+    """Under a throttle, throttled attempts count against throttled_attempts, not attempts.
+
+    Regression (bench_distributed, processes sharing a token without Redis):
+    up to 70 calls of 1,500 failed with "attempts exhausted" after ten
+    throttles, though a throttle had made each wait for room and none did
+    any work at Canvas.
+    """
+    from resilient_canvas import Throttle
+
+    clock = FakeClock()
+    # Deadline and waits are not what this is about: no headers, so the pauses double.
+    policy = RetryPolicy(attempts=3, throttled_attempts=12, deadline=3600, max_wait=3600)
+
+    def throttled_then_ok(throttles: int) -> Callable[[], Awaitable[str]]:
+        calls = 0
+
+        async def attempt() -> str:
+            nonlocal calls
+            calls += 1
+            if calls <= throttles:
+                raise exc.RateLimitExceeded()
+            return "ok"
+
+        return attempt
+
+    paced = Throttle(clock=clock, sleep=clock.sleep)
+    result = await call_with_retries(
+        throttled_then_ok(11), policy=policy, throttle=paced, clock=clock, sleep=clock.sleep
+    )
+    with pytest.raises(exc.RateLimitExceeded) as too_many:
+        await call_with_retries(
+            throttled_then_ok(12), policy=policy, throttle=paced, clock=clock, sleep=clock.sleep
+        )
+    with pytest.raises(exc.RateLimitExceeded) as unpaced:
+        await call_with_retries(
+            throttled_then_ok(11), policy=policy, throttle=None, clock=clock, sleep=clock.sleep
+        )
+
+    assert "ok" == result
+    assert 12 == len(too_many.value.attempts.attempts)  # type: ignore[union-attr]
+    assert 3 == len(unpaced.value.attempts.attempts)  # type: ignore[union-attr]
