@@ -339,8 +339,10 @@ async def test_check_runs_within_the_call_deadline(
 ) -> None:
     """A check whose reads keep failing stops at the write's deadline: OutcomeUnknown."""
     sim, clock = world
-    _schedule(sim, {1: Fault.DROP_AFTER_WRITE, **dict.fromkeys(range(2, 40), Fault.MAINTENANCE)})
-    policy = RetryPolicy(deadline=3.0, backoff_base=0.5, backoff_cap=2.0)
+    _schedule(sim, {1: Fault.DROP_AFTER_WRITE, **dict.fromkeys(range(2, 200), Fault.MAINTENANCE)})
+    # Attempts that cannot run out first: ten jittered waits may sum under 3 s
+    # (a flaky "attempts_exhausted"), and the deadline is what this is about.
+    policy = RetryPolicy(deadline=3.0, backoff_base=0.5, backoff_cap=2.0, attempts=100)
     # No breaker: with jittered backoff, ten failures in a row could open it
     # first (a CircuitOpen check error), which is another test's subject.
     async with _client(sim, clock, policy=policy, breaker=None) as canvas:
