@@ -466,8 +466,13 @@ class _Filter:
         ph = [sum([row[j] * hj for j, hj in items]) for row in p]
         s = sum([h_i * ph[i] for i, h_i in items]) + noise
         innovation = measured - sum([coefficient * x[i] for i, coefficient in items])
+        return self._correct(ph, s, innovation)
+
+    def _correct(self, ph: list[float], s: float, innovation: float) -> float:
+        """Move the state and shrink its covariance by the gain ``ph / s``."""
         if s <= 0:
             return innovation
+        x, p = self.x, self.p
         for i, value in enumerate(ph):
             gi = value / s
             x[i] += gi * innovation
@@ -486,17 +491,7 @@ class _Filter:
         ((k, hk),) = h.items()
         ph = [0.0 + row[k] * hk for row in p]
         s = (0.0 + hk * ph[k]) + noise
-        innovation = measured - (0.0 + hk * x[k])
-        if s <= 0:
-            return innovation
-        for i, value in enumerate(ph):
-            gi = value / s
-            x[i] += gi * innovation
-            if gi:
-                row = p[i]
-                for j, phj in enumerate(ph):
-                    row[j] -= gi * phj
-        return innovation
+        return self._correct(ph, s, measured - (0.0 + hk * x[k]))
 
     def forget(self, index: int, value: float) -> None:
         """Set ``x[index]`` to *value* and know nothing more about it (nor its links)."""

@@ -339,21 +339,7 @@ def call_with_retries(
         BaseException: Anything unrelated to HTTP, unchanged and never retried.
     """
     hooks = _telemetry.hooks
-    if hooks is None or not hooks.active():
-        return _call_with_retries(
-            attempt,
-            policy,
-            throttle,
-            budget,
-            info,
-            observe,
-            clock,
-            sleep,
-            breaker,
-            on_outcome_unknown,
-            None,
-        )
-    active = hooks
+    active = hooks if hooks is not None and hooks.active() else None
 
     def run() -> Awaitable[T]:
         return _call_with_retries(
@@ -370,6 +356,8 @@ def call_with_retries(
             active,
         )
 
+    if active is None:
+        return run()
     # Telemetry wraps the call in its span and each attempt in a client span.
     info = info or CallInfo()
     return active.run_call(run, info.method, info.route)
