@@ -31,7 +31,7 @@ from resilient_canvas._checks import BUILTIN_RECONCILERS, IDEMPOTENCY_ROUTES, kn
 from resilient_canvas._encoding import Params, encode_params
 from resilient_canvas._http import (
     origin_of,
-    parse_float_header,
+    quota_of,
     redact_url,
     strip_json_guard,
 )
@@ -1270,14 +1270,15 @@ def _decode(
         urls, link_errors = links.urls, links.errors
     # The quota headers alone, not the whole ResponseHeaders view (which also
     # parses Retry-After and the rest for the classifier): this runs per answer.
+    remaining, cost = quota_of(headers)
     return CanvasResponse(
         status=response.status,
         headers=headers,
         data=data,
         url=url,
         links=urls,
-        rate_limit_remaining=parse_float_header(headers.get("X-Rate-Limit-Remaining")),
-        request_cost=parse_float_header(headers.get("X-Request-Cost")),
+        rate_limit_remaining=remaining,
+        request_cost=cost,
         content=body,
         link_errors=link_errors,
     )

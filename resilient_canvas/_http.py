@@ -175,9 +175,10 @@ class ResponseHeaders:
         get = headers.get
         request_id = get("X-Request-Context-Id")
         link = get("Link")
+        remaining, cost = quota_of(headers)
         return cls(
-            rate_limit_remaining=parse_float_header(get("X-Rate-Limit-Remaining")),
-            request_cost=parse_float_header(get("X-Request-Cost")),
+            rate_limit_remaining=remaining,
+            request_cost=cost,
             retry_after=parse_retry_after(get("Retry-After")),
             content_type=(get("Content-Type") or "")[:MAX_HEADER_VALUE_LENGTH].lower(),
             request_id=request_id[:128] if request_id else None,
@@ -185,6 +186,18 @@ class ResponseHeaders:
             link=link if link is not None and len(link) <= _MAX_LINK_LENGTH else None,
             www_authenticate="WWW-Authenticate" in headers,
         )
+
+
+def quota_of(headers: Mapping[str, str]) -> tuple[float | None, float | None]:
+    """``X-Rate-Limit-Remaining`` and ``X-Request-Cost``, finite, else None.
+
+    All a success needs of its headers (per answer, so not the whole view).
+    """
+    get = headers.get
+    return (
+        parse_float_header(get("X-Rate-Limit-Remaining")),
+        parse_float_header(get("X-Request-Cost")),
+    )
 
 
 def redact_url(url: str | URL | None) -> str | None:

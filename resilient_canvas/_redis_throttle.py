@@ -547,20 +547,14 @@ class RedisThrottle(Throttle):
             # No quota header seen anywhere yet: the in-flight limit is shared.
             limit = self.model.headerless_limit
             return (n, 0.0) if n < limit else (-1, _POLL_S)
-        # The anchor counted a request sent a one-way delay before the earliest
-        # it may have been computed, allowing for a loop that sends late (a
-        # lease is taken before its request is sent).
-        anchor_from = view.number("anchor_from")
-        if anchor_from is None:
-            anchor_from = view.number("anchor_at")
-        reach = self.model.one_way_delay_s + self.model.lag_allowance_s
+        counted_before = self._counted_before(view)
         mine = self.model.up_front_sd_for(route)
         # Each holds what its own process reserved for it, as sure as that process was.
         others = [
             (lease.reservation, mine if lease.reservation_sd is None else lease.reservation_sd)
             for lease in view.leases
             if lease.worker != self._worker
-            and (anchor_from is None or lease.admitted_at + reach >= anchor_from)
+            and (counted_before is None or lease.admitted_at >= counted_before)
         ]
         if not others:
             # The model alone decided (a probe, or an empty bucket).
@@ -569,6 +563,21 @@ class RedisThrottle(Throttle):
         if left <= 0:
             return -1, min(max(-left / self.model.outflow, _POLL_S), _MAX_POLL_S)
         return n + int(left // self.model.up_front_for(route)), 0.0
+
+    def _counted_before(self, view: _View) -> float | None:
+        """On the shared clock: a request admitted before this, ours or another's,
+        was counted by the view's anchor if it still runs (None: no anchor).
+
+        It reached Canvas before the earliest the anchor may have been
+        computed: admitted a one-way delay earlier, allowing for a loop that
+        sends late (a lease is taken before its request is sent).
+        """
+        earliest = view.number("anchor_from")
+        if earliest is None:
+            earliest = view.number("anchor_at")
+        if earliest is None:
+            return None
+        return earliest - self.model.one_way_delay_s - self.model.lag_allowance_s
 
     def _would_calibrate(self, route: str | None) -> bool:
         """Whether this worker would learn the bucket alone: it explores, and has not learnt it."""
@@ -636,21 +645,16 @@ class RedisThrottle(Throttle):
             if one_way is not None and by != self._worker:  # not our own back
                 self.model.adopt_network(one_way)
         anchor, anchor_at = view.number("anchor"), view.number("anchor_at")
+        counted_before = self._counted_before(view)
         if (
             anchor is not None
             and anchor_at is not None
+            and counted_before is not None
             and view.state.get("anchor_by") != self._worker
         ):
             # Not our own answer back: the model has it already, and knows
             # exactly which of our requests it counted (what association needs).
-            # Our requests it counted: sent a one-way delay before the earliest
-            # it may have been computed, by a loop that may send late.
-            anchor_from = view.number("anchor_from")
-            earliest = anchor_at if anchor_from is None else anchor_from
-            reach = self.model.one_way_delay_s + self.model.lag_allowance_s
-            self.model.adopt_anchor(
-                anchor, anchor_at - self._offset, earliest - self._offset - reach
-            )
+            self.model.adopt_anchor(anchor, anchor_at - self._offset, counted_before - self._offset)
         seq = view.state.get("params_seq")
         if seq is not None and seq != self._merged_seq:
             self._merged_seq = seq

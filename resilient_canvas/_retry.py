@@ -18,7 +18,6 @@ import asyncio
 import dataclasses
 import functools
 import inspect
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -153,12 +152,11 @@ class _CallState:
     def stop(self, state: tenacity.RetryCallState) -> bool:
         error = _failure(state)
         wait, _ = self.pending_wait
-        attempts = min(self.policy.attempts, testing_attempts() or self.policy.attempts)
         if self.throttle is not None and isinstance(error, RateLimitExceeded):
             # Paced: it did no work and waits for room; counted on its own.
             self.paced_throttles += 1
         reason = None
-        if self._attempts_exhausted(state.attempt_number, attempts):
+        if self._attempts_exhausted(state.attempt_number):
             reason = "attempts_exhausted"
         elif wait > seconds(self.policy.max_wait):
             reason = "wait_exceeds_cap"
@@ -197,12 +195,13 @@ class _CallState:
 
     # -------------------------------------------------------------- decisions
 
-    def _attempts_exhausted(self, attempt_number: int, attempts: int) -> bool:
-        if attempts == 1 or attempt_number >= (testing_attempts() or math.inf):
-            return True  # retries disabled, or capped for tests
+    def _attempts_exhausted(self, attempt_number: int) -> bool:
+        capped = testing_attempts()
+        if self.policy.attempts == 1 or (capped and attempt_number >= capped):
+            return True  # retries disabled, or capped for tests (throttles included)
         if self.paced_throttles >= self.policy.throttled_attempts:
             return True
-        return attempt_number - self.paced_throttles >= attempts
+        return attempt_number - self.paced_throttles >= self.policy.attempts
 
     def deadline_left(self) -> float:
         return seconds(self.policy.deadline) - (self.clock() - self.started)
