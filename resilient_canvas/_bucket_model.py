@@ -41,6 +41,7 @@ docs/throttle.md explains each part with figures.
 from __future__ import annotations
 
 import bisect
+import heapq
 import collections
 import math
 from collections.abc import Callable, Iterable
@@ -85,7 +86,10 @@ _UP_FRONT_DRIFT = 0.01
 _OUTFLOW_DRIFT_PER_S = 1e-4
 #: Answers kept to pair with later ones for the outflow; shortest pair used.
 _OUTFLOW_POINTS = 64
-_MIN_OUTFLOW_SPAN_S = 0.5
+_MIN_OUTFLOW_SPAN_S = 0.1
+#: Noise of Canvas's figure in a pair of answers, in units squared, besides
+#: the timing's: its rounding and a cost settled at one side of the moment.
+_OUTFLOW_COUNT_VAR = 0.25
 #: Noise of one remaining in a pair, in units squared (timing, others' activity).
 _PAIR_VAR = 4.0
 #: Routes that get their own reservation estimate; the rest share the global one.
@@ -97,6 +101,8 @@ _COST_WEIGHT = 0.1
 #: Round trips seen before a route's are trusted, and how many are kept.
 _TRIP_SAMPLES = 10
 _TRIP_KEPT = 64
+#: Fewer round trips than this longer than a request's age tell nothing of its end.
+_TAIL_SAMPLES = 5
 #: Fewer than this share of a route's answers come back quicker than its
 #: "low" round trip (the shortest a request may have ended at the server in).
 _TRIP_LOW_SHARE = 0.02
@@ -140,6 +146,14 @@ _TRANSIT_LOW_QUANTILE = 0.1
 #: The quantile of the lower bounds that the longest two transits are taken
 #: to reach at least (see ``BucketModel._longest_transits``).
 _TRANSIT_HIGH_QUANTILE = 0.9
+#: Lower bounds of the transits kept over a longer span, and the rank among
+#: them (from the highest) trusted as the least (wrong associations overstate).
+_TRANSIT_LONG_KEPT = 256
+_TRANSIT_TRUSTED_RANK = 3
+#: Quantiles of a route's round trips at which a waiter looks whether our
+#: requests have probably ended enough (``BucketModel._ended_enough_in``).
+_ENDING_SHARES = (0.1, 0.25, 0.5, 0.75, 0.9)
+_ENDING_LOOKS = 8
 #: How long after another process's request was seen in flight its
 #: reservation or cost may still move Canvas's figure (its round trip).
 _OTHERS_FOR_S = 1.0
@@ -321,6 +335,27 @@ class _RouteStats:
         if len(order) > _TRIP_KEPT:
             del kept[bisect.bisect_left(kept, order.popleft())]
 
+    def ending_points(self, seen: float, window: float) -> list[float]:
+        """Seconds from now at which :meth:`ended_between` of a request unanswered
+        after *seen* seconds, for a window of *window*, next rises: the next
+        round trip it passes and a few quantiles beyond (empty until enough
+        were seen). A handful, not every step: a waiter wakes at one of them
+        and looks again."""
+        kept = self.sorted
+        n = len(kept)
+        if n < _TRIP_SAMPLES:
+            return []
+        first = bisect.bisect_right(kept, seen + window)
+        if first >= n:
+            return []
+        picks = {first, n - 1}
+        for share in _ENDING_SHARES:
+            index = int(share * (n - 1))
+            if index > first:
+                picks.add(index)
+        # Just past the sample, so that it is within the window then.
+        return [kept[i] - window - seen + 1e-6 for i in picks]
+
     def trip_low(self) -> float:
         """A round trip few answered requests of the route beat (0 until enough were seen)."""
         kept = self.sorted
@@ -338,8 +373,9 @@ class _RouteStats:
             return 0.0
         n = len(kept)
         alive = n - bisect.bisect_right(kept, seen if seen > 0.0 else 0.0)
-        if alive <= 0:
-            # Older than any seen: a straggler, still there as far as we know.
+        if alive < _TAIL_SAMPLES:
+            # Older than all but a few seen: a straggler, whose end those few
+            # cannot tell (one of them, within the window, would say surely).
             return 0.0
         ended = bisect.bisect_right(kept, by) - (n - alive)
         return max(0.0, ended / alive)
@@ -554,6 +590,12 @@ class BucketModel:
         #: Bounds on two network transits (a request's and an answer's) that
         #: associated answers showed: each at least a `lo`, at most a `hi`.
         self._transit_lo: collections.deque[float] = collections.deque(maxlen=_NETWORK_KEPT)
+        #: The latest lower bounds over a longer span, and the tightest of
+        #: them that a couple of wrong associations cannot set.
+        self._transit_lo_long: collections.deque[float] = collections.deque(
+            maxlen=_TRANSIT_LONG_KEPT
+        )
+        self._transit_tight = 0.0
         self._transit_hi: collections.deque[float] = collections.deque(maxlen=_NETWORK_KEPT)
         #: The largest remaining any answer showed (hwm is at least that).
         self._highest = -math.inf
@@ -738,15 +780,59 @@ class BucketModel:
         # The leak makes room, but only until the count is zero; past that
         # only a request ending does. Nothing in flight and nothing left to
         # leak: one request always fits an empty bucket, however unsure we are.
+        # Requests of ours probably ending make room too, before their answers.
+        ending = self._ended_enough_in(now, route) if n else math.inf
         leak_left = max(self._hwm, self._anchor) - self._remaining_now(now)
         if leak_left <= 0:
-            return math.inf if n else 0.0
+            return ending if n else 0.0
         wait = max(min(shortfall, leak_left), 0.01) / self.outflow
+        if ending < wait:
+            return ending
         if not n:
             # Nothing in flight: no answer will come to tell us more, and the
             # room waited for may never clear the safety (see _lone_wait).
             return min(wait, self._lone_wait(now, route, sees_all))
         return wait
+
+    def _counts_none(self, remaining: float) -> bool:
+        """Whether Canvas's count, by *remaining*, is too low to hold any reservation of ours."""
+        if not self._active:
+            return True
+        least = min(self.up_front_for(p.route) - _SAFETY_Z * self.up_front_sd_for(p.route) for p in self._active)
+        return self._hwm + _SAFETY_Z * self._hwm_sd - remaining < least
+        
+    def _ended_enough_in(self, now: float, route: str | None) -> float:
+        """Seconds until our requests in flight have probably ended enough for one more
+        of *route* to fit, as ``_free`` bets (inf: not before an answer comes).
+
+        The bets grow with the requests' age, between answers too: a waiter
+        that slept until the next answer let a slot the server had already
+        freed sit idle for the answer's transit and the next request's (one
+        more round trip per cycle where service times are short). The room is
+        a step function of time: checked at the times the chances rise, the
+        first that fits found by bisection (it grows with time but for
+        stragglers, whose bets lapse: a wake-up then merely looks again).
+        """
+        least = self._least_transits()
+        if least <= 0.0:
+            return math.inf  # no request is taken as ended before its answer
+        points: set[float] = set()
+        for permit in self._active:
+            stats = self._stats_of(permit.route)
+            points.update(stats.ending_points(now - permit.admitted_at, least))
+        times = sorted(t for t in points if t > 0.0)
+        # A few of them, spread over the lot: the room need not grow
+        # monotonically (a straggler's bet lapses), so no bisection.
+        step = max(1, len(times) // _ENDING_LOOKS)
+        for seconds in times[::step]:
+            if self._fits(now + seconds, route):
+                return seconds
+        return math.inf
+
+    def _fits(self, at: float, route: str | None) -> bool:
+        """Whether one more request of *route* fits at *at* if no answer comes before."""
+        free, doubt = self._free(at, route)
+        return free > self._safety(doubt)
 
     def _lone_wait(self, now: float, route: str | None, sees_all: bool) -> float:
         """With nothing in flight: until the leak made room for one request, by its estimate.
@@ -925,9 +1011,13 @@ class BucketModel:
         answered_at = now - self._one_way
         if answered_at > self._anchor_at:
             self._anchor_at = answered_at
-        self._anchor_set = set(sure)
         # Exact when every request of ours in flight is known counted or not.
-        self._anchor_exact = resolved
+        if self._counts_none(remaining):
+            # Too little counted for any reservation: none of ours was in it
+            # (a wave's last answer, its successors just sent, says so).
+            self._anchor_set, self._anchor_exact = set(), True
+        else:
+            self._anchor_set, self._anchor_exact = set(sure), resolved
         if throttled:
             self._send_lag = min(_MAX_SEND_LAG_S, 1.5 * self._send_lag)
             self._on_throttled(permit, remaining, now)
@@ -1443,7 +1533,12 @@ class BucketModel:
         if best:
             self._transit_hi.append(now - pending[best - 1].admitted_at)
         if best < len(pending):
-            self._transit_lo.append(now - pending[best].admitted_at)
+            bound = now - pending[best].admitted_at
+            self._transit_lo.append(bound)
+            self._transit_lo_long.append(bound)
+            if len(self._transit_lo_long) >= _TRANSIT_TRUSTED_RANK:
+                kept = heapq.nlargest(_TRANSIT_TRUSTED_RANK, self._transit_lo_long)
+                self._transit_tight = kept[-1]
         return [*sure, *pending[:best]], [], True
 
     def _longest_transits(self) -> float:
@@ -1477,8 +1572,22 @@ class BucketModel:
         bounds = sorted(self._transit_lo)
         if len(bounds) < _TRANSIT_MIN:
             return 0.0
+        least_upper = min(self._transit_hi, default=math.inf)
         low = bounds[int(_TRANSIT_LOW_QUANTILE * (len(bounds) - 1))]
-        return min(low, min(self._transit_hi, default=low))
+        # Most lower bounds are weak (requests just sent): the informative
+        # ones are the highest, less the couple a wrong association could
+        # make; and transits differ from one another at most as much as the
+        # round trips they are part of do.
+        tight = self._transit_tight - self._trip_spread()
+        ceiling = min(least_upper, 2 * self._own_one_way)
+        return max(min(low, least_upper), min(tight, ceiling))
+
+    def _trip_spread(self) -> float:
+        """How much the round trips of all routes differ (inf until enough were seen)."""
+        kept = self._default_stats.sorted
+        if len(kept) < _TRIP_SAMPLES:
+            return math.inf
+        return kept[int(0.9 * (len(kept) - 1))] - kept[int(0.1 * (len(kept) - 1))]
 
     def _network_jitter(self) -> float:
         """How much longer than the shortest a network round trip may take (0: unknown)."""
@@ -1673,8 +1782,15 @@ class BucketModel:
         for permit in sure:
             counts[permit.slot] = counts.get(permit.slot, 0) + 1
         key = tuple(value for pair in sorted(counts.items()) for value in pair)
-        # The reservations cancel out of a pair: only the answers' own noise.
-        self._outflow.observe(key, remaining, answered_at, self._settled, _PAIR_VAR)
+        # The reservations cancel out of a pair: only the answers' own noise,
+        # Canvas's figure itself (rounding, a cost settled at the other side
+        # of the moment) and when it was computed (each answer's time is ours
+        # less a transit: by the network's jitter and the loop's lag).
+        late = self._send_lag + self._network_jitter()
+        timing = self._outflow.mean * late
+        self._outflow.observe(
+            key, remaining, answered_at, self._settled, _OUTFLOW_COUNT_VAR + timing * timing
+        )
 
     def _converged(self) -> bool:
         """Whether every route's reservation is known to within a unit."""
