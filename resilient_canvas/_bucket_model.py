@@ -41,9 +41,10 @@ docs/throttle.md explains each part with figures.
 from __future__ import annotations
 
 import bisect
-import heapq
 import collections
+import heapq
 import math
+import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,8 +88,8 @@ _OUTFLOW_DRIFT_PER_S = 1e-4
 #: Answers kept to pair with later ones for the outflow; shortest pair used.
 _OUTFLOW_POINTS = 64
 _MIN_OUTFLOW_SPAN_S = 0.1
-#: Noise of Canvas's figure in a pair of answers, in units squared, besides
-#: the timing's: its rounding and a cost settled at one side of the moment.
+#: Least noise of Canvas's figure in a pair of answers, in units squared,
+#: besides the timing's and a cost's (its rounding).
 _OUTFLOW_COUNT_VAR = 0.25
 #: Noise of one remaining in a pair, in units squared (timing, others' activity).
 _PAIR_VAR = 4.0
@@ -391,13 +392,15 @@ class _Outflow:
     leak stops there) are not used.
     """
 
-    __slots__ = ("high", "mean", "outliers", "points", "var")
+    __slots__ = ("high", "mean", "outliers", "points", "surprises", "var")
 
     def __init__(self, prior: float, prior_var: float) -> None:
         self.mean = prior
         self.var = prior_var
         self.outliers = 0
         self.high = False
+        #: The outlying samples in a row on one side, since the last one taken.
+        self.surprises: list[tuple[float, float]] = []
         #: Per set of requests at the server: (remaining, answered at, costs settled so far).
         self.points: collections.OrderedDict[tuple[int, ...], tuple[float, float, float]] = (
             collections.OrderedDict()
@@ -422,12 +425,29 @@ class _Outflow:
         if (sample - self.mean) ** 2 > _GATE_Z**2 * (self.var + sample_var):
             # A pair we miscounted (or another client's burst): one is noise,
             # several in a row on one side mean the rate is elsewhere.
-            self.outliers = self.outliers + 1 if (sample > self.mean) == self.high else 1
+            same_side = (sample > self.mean) == self.high
+            self.outliers = self.outliers + 1 if same_side else 1
             self.high = sample > self.mean
+            if not same_side:
+                self.surprises.clear()
+            self.surprises.append((sample, sample_var))
             if self.outliers < _OUTLIERS_TO_RESET:
                 return
+            # Only if they agree with one another: miscounts come in runs too
+            # (short pairs over a refund they missed read 105 to 624 units/s
+            # for 5 on a heavy-tailed job, and their median was taken).
+            middle = statistics.median(value for value, _ in self.surprises)
+            if any(
+                (value - middle) ** 2 > _GATE_Z_SQUARED * 2 * variance
+                for value, variance in self.surprises
+            ):
+                self.outliers = 0
+                self.surprises.clear()
+                return
+            sample = middle
             self.var += (sample - self.mean) ** 2
         self.outliers = 0
+        self.surprises.clear()
         gain = self.var / (self.var + sample_var)
         self.mean = min(max(self.mean + gain * (sample - self.mean), MIN_OUTFLOW), MAX_OUTFLOW)
         self.var = max((1 - gain) * self.var, 1e-6) + _OUTFLOW_DRIFT_PER_S * span
@@ -798,9 +818,12 @@ class BucketModel:
         """Whether Canvas's count, by *remaining*, is too low to hold any reservation of ours."""
         if not self._active:
             return True
-        least = min(self.up_front_for(p.route) - _SAFETY_Z * self.up_front_sd_for(p.route) for p in self._active)
+        least = min(
+            self.up_front_for(p.route) - _SAFETY_Z * self.up_front_sd_for(p.route)
+            for p in self._active
+        )
         return self._hwm + _SAFETY_Z * self._hwm_sd - remaining < least
-        
+
     def _ended_enough_in(self, now: float, route: str | None) -> float:
         """Seconds until our requests in flight have probably ended enough for one more
         of *route* to fit, as ``_free`` bets (inf: not before an answer comes).
@@ -1533,13 +1556,16 @@ class BucketModel:
         if best:
             self._transit_hi.append(now - pending[best - 1].admitted_at)
         if best < len(pending):
-            bound = now - pending[best].admitted_at
-            self._transit_lo.append(bound)
-            self._transit_lo_long.append(bound)
-            if len(self._transit_lo_long) >= _TRANSIT_TRUSTED_RANK:
-                kept = heapq.nlargest(_TRANSIT_TRUSTED_RANK, self._transit_lo_long)
-                self._transit_tight = kept[-1]
+            self._record_transit_lo(now - pending[best].admitted_at)
         return [*sure, *pending[:best]], [], True
+
+    def _record_transit_lo(self, bound: float) -> None:
+        """Keep a lower bound on two transits, and the tightest one trusted."""
+        self._transit_lo.append(bound)
+        self._transit_lo_long.append(bound)
+        if len(self._transit_lo_long) >= _TRANSIT_TRUSTED_RANK:
+            kept = heapq.nlargest(_TRANSIT_TRUSTED_RANK, self._transit_lo_long)
+            self._transit_tight = kept[-1]
 
     def _longest_transits(self) -> float:
         """Two network transits seldom exceed this, by associated answers.
@@ -1788,9 +1814,12 @@ class BucketModel:
         # less a transit: by the network's jitter and the loop's lag).
         late = self._send_lag + self._network_jitter()
         timing = self._outflow.mean * late
-        self._outflow.observe(
-            key, remaining, answered_at, self._settled, _OUTFLOW_COUNT_VAR + timing * timing
-        )
+        stats = self._default_stats
+        cost = stats.cost or 0.0
+        # A cost settled at the other side of the moment: one typical cost.
+        settling = cost * cost + stats.cost_var
+        count = settling if settling > _OUTFLOW_COUNT_VAR else _OUTFLOW_COUNT_VAR
+        self._outflow.observe(key, remaining, answered_at, self._settled, count + timing * timing)
 
     def _converged(self) -> bool:
         """Whether every route's reservation is known to within a unit."""

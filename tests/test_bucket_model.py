@@ -20,6 +20,8 @@ from resilient_canvas._bucket_model import (
     Observation,
     Permit,
     ThrottleConfig,
+    _Outflow,
+    _RouteStats,
 )
 from resilient_canvas.testing import ThrottleSettings
 from resilient_canvas.testing._bound import CallShape, schedule_bound
@@ -510,3 +512,134 @@ def test_only_bets_that_leave_more_room_beyond_the_safety_are_taken() -> None:
 
     assert free == pytest.approx(100.0 + 0.999 * 50.0)
     assert 0.999 * 0.001 * 2500.0 < variance < 0.25 * 2500.0
+
+
+ROUTE = "GET /api/v1/courses/:id"
+
+
+def _timed_model() -> tuple[BucketModel, float]:
+    """A model that knows Canvas's settings, a 40 ms network and 0.44 s round trips."""
+    config = ThrottleConfig(hwm=500.0, up_front_cost=80.0, outflow=8.0, learn=False)
+    model = BucketModel(config, now=0.0)
+    now = 0.0
+    # Throttled answers do no work at Canvas: their round trips are the network's.
+    for _ in range(3):
+        permit = model.admit(now, ROUTE)
+        now += 0.04
+        model.settle(permit, Observation(remaining=10.0, throttled=True), now)
+    now += 60.0  # the pause and the leak long over
+    for _ in range(12):
+        permit = model.admit(now, ROUTE)
+        now += 0.44
+        model.settle(permit, Observation(remaining=499.6, cost=0.4), now)
+        now += 1.0
+    return model, now
+
+
+def test_a_waiter_wakes_when_requests_have_probably_ended_not_at_their_answers() -> None:
+    """A full bucket whose requests end at a known time makes room before their answers.
+
+    Regression: ``delay()`` saw only the leak, so a waiter slept until the next
+    answer, and a slot the server had freed sat idle for two transits per
+    round trip (hwm 500 / up_front_cost 80 / 0.4 s constant calls: 6 in
+    flight, then 6 more only as the answers came).
+    """
+    model, now = _timed_model()
+    for _ in range(6):
+        assert 0.0 == model.delay(now, ROUTE)
+        model.admit(now, ROUTE)
+
+    wait = model.delay(now, ROUTE)
+
+    # The six end at the server by 0.40 s; one sent then reaches it after.
+    assert 0.40 == pytest.approx(wait, abs=0.005)
+    assert 0.0 == model.delay(now + wait, ROUTE)
+
+
+def test_a_straggler_is_not_bet_on_from_a_couple_of_longer_round_trips() -> None:
+    """Once a request is older than all but a few round trips seen, its end is unknown.
+
+    Regression: older than all but one, the one within the window said
+    "ended" for sure, and a bet with no doubt was taken on a heavy tail.
+    """
+    stats = _RouteStats()
+    for seconds in [0.1 * i for i in range(1, 65)]:
+        stats.add_trip(seconds)
+
+    assert 0.0 == stats.ended_between(6.25, 6.5)  # only 6.3 and 6.4 are longer
+    # Five longer (6.0 to 6.4), three of them within the window: that many tell.
+    assert 0.6 == pytest.approx(stats.ended_between(5.95, 6.25))
+
+
+def test_an_answer_too_full_for_any_reservation_anchors_exactly() -> None:
+    """An answer whose count holds less than one reservation counted none of ours.
+
+    Regression: in waves (the next request sent as each answer comes) the
+    requests just sent made every answer's anchor inexact, so no later
+    answer could be associated with our requests, and the network's transits
+    were never bounded: hwm 500 / up_front_cost 80 / constant calls ran in
+    waves for good.
+    """
+    model = BucketModel(ThrottleConfig(hwm=500.0, up_front_cost=80.0, learn=False), now=0.0)
+    first = model.admit(0.0, ROUTE)
+    just_sent = model.admit(0.4399, ROUTE)
+
+    model.settle(first, Observation(remaining=499.6, cost=0.4), 0.44)
+
+    assert model._anchor_exact
+    assert just_sent not in model._anchor_set
+
+
+def test_the_least_transits_are_the_tightest_trusted_lower_bound() -> None:
+    """Most lower bounds on the transits are weak (requests just sent); the highest tell.
+
+    Regression: a low quantile of the latest 32 was taken, and in waves those
+    are all about 0: the transits (40 ms) were never known, so no request was
+    ever taken as ended before its answer. The couple of highest are left
+    out (a wrong association overstates), and the round trips' spread is
+    allowed for (transits differ at most as much).
+    """
+    model, _ = _timed_model()
+    model._network_trips.clear()  # no throttled answers: only associations tell
+    model._own_one_way = 0.05
+    for bound in [0.001] * 40 + [0.036, 0.035, 0.034, 0.090]:
+        model._record_transit_lo(bound)
+
+    assert 0.035 == pytest.approx(model._least_transits(), abs=0.001)
+
+
+def _pair(flow: _Outflow, key: tuple[int, ...], start: float, span: float, rate: float) -> None:
+    flow.observe(key, 100.0, start, 0.0, 0.25)
+    flow.observe(key, 100.0 + rate * span, start + span, 0.0, 0.25)
+
+
+def test_the_outflow_is_learnt_from_pairs_a_tenth_of_a_second_apart() -> None:
+    """Busy runs change the requests at Canvas every few tenths of a second: such pairs count.
+
+    Regression: pairs under 0.5 s were dropped, and an install leaking 20
+    units/s was still taken to leak 10 at the end of a 6 s job.
+    """
+    flow = _Outflow(10.0, 16.0)
+    for i in range(10):
+        _pair(flow, (0, i), 10.0 * i, 0.2, 20.0)
+
+    assert 20.0 == pytest.approx(flow.mean, abs=1.0)
+
+
+def test_a_run_of_wild_outflow_samples_that_disagree_is_not_believed() -> None:
+    """Several outliers in a row move the outflow only if they agree with one another.
+
+    Regression: short pairs over refunds they missed read 105, 576, 624 and
+    461 units/s on an install leaking 5; the fourth was believed, and a
+    storm of throttles followed.
+    """
+    flow = _Outflow(10.0, 16.0)
+    for i, rate in enumerate([105.0, 576.0, 624.0, 461.0]):
+        _pair(flow, (0, i), 10.0 * i, 0.6, rate)
+
+    assert 10.0 == pytest.approx(flow.mean, abs=0.5)
+
+    for i, rate in enumerate([20.1, 19.9, 20.2, 20.0] * 3):
+        _pair(flow, (1, i), 100.0 + 10.0 * i, 0.6, rate)
+
+    assert 20.0 == pytest.approx(flow.mean, abs=1.0)
