@@ -87,10 +87,7 @@ _UP_FRONT_DRIFT = 0.01
 _OUTFLOW_DRIFT_PER_S = 1e-4
 #: Answers kept to pair with later ones for the outflow; shortest pair used.
 _OUTFLOW_POINTS = 64
-_MIN_OUTFLOW_SPAN_S = 0.1
-#: Least noise of Canvas's figure in a pair of answers, in units squared,
-#: besides the timing's and a cost's (its rounding).
-_OUTFLOW_COUNT_VAR = 0.25
+_MIN_OUTFLOW_SPAN_S = 0.5
 #: Noise of one remaining in a pair, in units squared (timing, others' activity).
 _PAIR_VAR = 4.0
 #: Routes that get their own reservation estimate; the rest share the global one.
@@ -814,16 +811,6 @@ class BucketModel:
             return min(wait, self._lone_wait(now, route, sees_all))
         return wait
 
-    def _counts_none(self, remaining: float) -> bool:
-        """Whether Canvas's count, by *remaining*, is too low to hold any reservation of ours."""
-        if not self._active:
-            return True
-        least = min(
-            self.up_front_for(p.route) - _SAFETY_Z * self.up_front_sd_for(p.route)
-            for p in self._active
-        )
-        return self._hwm + _SAFETY_Z * self._hwm_sd - remaining < least
-
     def _ended_enough_in(self, now: float, route: str | None) -> float:
         """Seconds until our requests in flight have probably ended enough for one more
         of *route* to fit, as ``_free`` bets (inf: not before an answer comes).
@@ -1035,12 +1022,7 @@ class BucketModel:
         if answered_at > self._anchor_at:
             self._anchor_at = answered_at
         # Exact when every request of ours in flight is known counted or not.
-        if self._counts_none(remaining):
-            # Too little counted for any reservation: none of ours was in it
-            # (a wave's last answer, its successors just sent, says so).
-            self._anchor_set, self._anchor_exact = set(), True
-        else:
-            self._anchor_set, self._anchor_exact = set(sure), resolved
+        self._anchor_set, self._anchor_exact = set(sure), resolved
         if throttled:
             self._send_lag = min(_MAX_SEND_LAG_S, 1.5 * self._send_lag)
             self._on_throttled(permit, remaining, now)
@@ -1808,18 +1790,8 @@ class BucketModel:
         for permit in sure:
             counts[permit.slot] = counts.get(permit.slot, 0) + 1
         key = tuple(value for pair in sorted(counts.items()) for value in pair)
-        # The reservations cancel out of a pair: only the answers' own noise,
-        # Canvas's figure itself (rounding, a cost settled at the other side
-        # of the moment) and when it was computed (each answer's time is ours
-        # less a transit: by the network's jitter and the loop's lag).
-        late = self._send_lag + self._network_jitter()
-        timing = self._outflow.mean * late
-        stats = self._default_stats
-        cost = stats.cost or 0.0
-        # A cost settled at the other side of the moment: one typical cost.
-        settling = cost * cost + stats.cost_var
-        count = settling if settling > _OUTFLOW_COUNT_VAR else _OUTFLOW_COUNT_VAR
-        self._outflow.observe(key, remaining, answered_at, self._settled, count + timing * timing)
+        # The reservations cancel out of a pair: only the answers' own noise.
+        self._outflow.observe(key, remaining, answered_at, self._settled, _PAIR_VAR)
 
     def _converged(self) -> bool:
         """Whether every route's reservation is known to within a unit."""

@@ -571,25 +571,6 @@ def test_a_straggler_is_not_bet_on_from_a_couple_of_longer_round_trips() -> None
     assert 0.6 == pytest.approx(stats.ended_between(5.95, 6.25))
 
 
-def test_an_answer_too_full_for_any_reservation_anchors_exactly() -> None:
-    """An answer whose count holds less than one reservation counted none of ours.
-
-    Regression: in waves (the next request sent as each answer comes) the
-    requests just sent made every answer's anchor inexact, so no later
-    answer could be associated with our requests, and the network's transits
-    were never bounded: hwm 500 / up_front_cost 80 / constant calls ran in
-    waves for good.
-    """
-    model = BucketModel(ThrottleConfig(hwm=500.0, up_front_cost=80.0, learn=False), now=0.0)
-    first = model.admit(0.0, ROUTE)
-    just_sent = model.admit(0.4399, ROUTE)
-
-    model.settle(first, Observation(remaining=499.6, cost=0.4), 0.44)
-
-    assert model._anchor_exact
-    assert just_sent not in model._anchor_set
-
-
 def test_the_least_transits_are_the_tightest_trusted_lower_bound() -> None:
     """Most lower bounds on the transits are weak (requests just sent); the highest tell.
 
@@ -611,19 +592,6 @@ def test_the_least_transits_are_the_tightest_trusted_lower_bound() -> None:
 def _pair(flow: _Outflow, key: tuple[int, ...], start: float, span: float, rate: float) -> None:
     flow.observe(key, 100.0, start, 0.0, 0.25)
     flow.observe(key, 100.0 + rate * span, start + span, 0.0, 0.25)
-
-
-def test_the_outflow_is_learnt_from_pairs_a_tenth_of_a_second_apart() -> None:
-    """Busy runs change the requests at Canvas every few tenths of a second: such pairs count.
-
-    Regression: pairs under 0.5 s were dropped, and an install leaking 20
-    units/s was still taken to leak 10 at the end of a 6 s job.
-    """
-    flow = _Outflow(10.0, 16.0)
-    for i in range(10):
-        _pair(flow, (0, i), 10.0 * i, 0.2, 20.0)
-
-    assert 20.0 == pytest.approx(flow.mean, abs=1.0)
 
 
 def test_a_run_of_wild_outflow_samples_that_disagree_is_not_believed() -> None:
