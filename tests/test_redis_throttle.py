@@ -851,7 +851,7 @@ async def test_a_network_delay_is_shared_only_with_the_same_machine(redis_url: s
     there = RedisThrottle(redis_url, "test#net", config=config, network_id="there")
     admin = redis.Redis.from_url(redis_url)
     admin.hset(
-        "resilient_canvas:test#net:state",
+        "resilient_canvas:test#net:network",
         mapping={"one_way@there": 0.0001, "one_way@here": 0.003},
     )
 
@@ -929,7 +929,7 @@ async def test_a_process_never_takes_its_own_shared_delay_back(redis_url: str) -
     throttle = RedisThrottle(redis_url, "test#own", network_id="here")
     admin = redis.Redis.from_url(redis_url)
     admin.hset(
-        "resilient_canvas:test#own:state",
+        "resilient_canvas:test#own:network",
         mapping={"one_way@here": 0.0001, "one_way@here#by": throttle._worker},
     )
     permit = await throttle.acquire()
@@ -938,6 +938,78 @@ async def test_a_process_never_takes_its_own_shared_delay_back(redis_url: str) -
     await asyncio.gather(*throttle._settling)
 
     assert throttle.model.one_way_delay_s > 0.005  # its own round trip's bound
+    await throttle.aclose()
+
+
+async def _publish_network_delay(throttle: RedisThrottle) -> None:
+    """Have *throttle* learn its network (3 throttled round trips of 4 ms) and publish it."""
+    throttle.model._network_trips.extend([0.004] * 3)
+    permit = await throttle.acquire()
+    throttle.release(permit, Observation(remaining=550.0, cost=0.0))
+    await asyncio.gather(*throttle._settling)
+
+
+async def test_the_shared_state_does_not_grow_with_the_machines(redis_url: str) -> None:
+    """Each machine's network delay lives in the network hash, not the state every call reads.
+
+    Review: each host added two fields to the state hash, which every
+    admission and settlement reads whole (HGETALL): with many pods each
+    call carried every machine's delay, though a process only takes its own.
+    """
+    admin = redis.Redis.from_url(redis_url)
+    config = ThrottleConfig(explore=False)
+    throttles = [
+        RedisThrottle(redis_url, "test#pods", config=config, network_id=f"pod-{i}")
+        for i in range(50)
+    ]
+    await _publish_network_delay(throttles[0])
+    fields = admin.hlen("resilient_canvas:test#pods:state")
+
+    for throttle in throttles[1:]:
+        await _publish_network_delay(throttle)
+
+    assert fields == admin.hlen("resilient_canvas:test#pods:state")
+    assert 2 * 50 == admin.hlen("resilient_canvas:test#pods:network")
+    for throttle in throttles:
+        await throttle.aclose()
+
+
+async def test_an_older_version_s_delays_in_the_state_are_ignored(redis_url: str) -> None:
+    """Delays a worker of the previous version wrote into the state are read past, not taken."""
+    admin = redis.Redis.from_url(redis_url)
+    admin.hset(
+        "resilient_canvas:test#old:state",
+        mapping={"one_way@here": 0.0001, "one_way@here#by": "an-old-worker"},
+    )
+    throttle = RedisThrottle(redis_url, "test#old", network_id="here")
+    permit = await throttle.acquire()
+    await asyncio.sleep(0.02)
+    throttle.release(permit, Observation(remaining=550.0, cost=0.0))
+    await asyncio.gather(*throttle._settling)
+
+    assert throttle.model.one_way_delay_s > 0.005  # its own round trip's bound
+    assert 550.0 == (await throttle.shared_estimate())["anchor"]
+    await throttle.aclose()
+
+
+async def test_the_network_delays_expire_with_the_state(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The network hash is renewed with the state and expires with it: never left behind."""
+    monkeypatch.setattr(_redis_throttle, "_KEY_TTL_MS", 100)
+    admin = redis.Redis.from_url(redis_url)
+    throttle = RedisThrottle(redis_url, "test#ttl", config=ThrottleConfig(explore=False))
+    await _publish_network_delay(throttle)
+    assert 2 == admin.hlen("resilient_canvas:test#ttl:network")
+    assert 0 < admin.pttl("resilient_canvas:test#ttl:network") <= 100
+
+    for _ in range(100):
+        if not admin.exists("resilient_canvas:test#ttl:state"):
+            break
+        await asyncio.sleep(0.02)
+
+    assert 0 == admin.exists("resilient_canvas:test#ttl:state")
+    assert 0 == admin.exists("resilient_canvas:test#ttl:network")
     await throttle.aclose()
 
 
