@@ -944,6 +944,13 @@ class RedisThrottle(Throttle):
         again. It holds a connection, so it ends once nobody here has waited
         for ``_LISTEN_IDLE_S`` (a process pacing many tokens keeps none for
         the idle ones).
+
+        A burst of releases wakes our heads once: every message read in one
+        pass of the event loop (those that arrived together) schedules one
+        wake-up, which runs as soon as the listener has read them all, and
+        wakes nobody if nobody here waits. Woken per message, each of N
+        processes woke its heads for every release of the others, N times
+        per burst; the next pass wakes them again for what comes after.
         """
         connection = self._connection()
         if not connection.listens:
@@ -955,6 +962,14 @@ class RedisThrottle(Throttle):
             connection.listens = False
             return
         loop = asyncio.get_running_loop()
+        wake_pending = False
+
+        def wake() -> None:
+            nonlocal wake_pending
+            wake_pending = False
+            if self.waiting:
+                self._notify()
+
         try:
             await pubsub.subscribe(self._keys[0] + ":released")
             idle_since = loop.time()
@@ -962,8 +977,11 @@ class RedisThrottle(Throttle):
                 message = await pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=_LISTEN_IDLE_S
                 )
-                if message is not None:
-                    self._notify()
+                if message is not None and not wake_pending:
+                    # Runs once this loop pass is over: after the messages
+                    # already received, read without waiting, are all read.
+                    wake_pending = True
+                    loop.call_soon(wake)
                 if self.waiting:
                     idle_since = loop.time()
                 elif loop.time() - idle_since >= _LISTEN_IDLE_S:

@@ -791,6 +791,62 @@ async def test_the_listener_lets_its_connection_go_once_nobody_waits(
     await second.aclose()
 
 
+async def test_a_burst_of_releases_wakes_a_waiting_process_once(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many releases at once wake our heads once, and a process with no waiter not at all.
+
+    Review: each message woke every head, and each woken head read the state
+    again: with 50 processes, every release cost 50 wake-ups.
+    """
+    config = ThrottleConfig(margin=0.0, learn=False)
+    first = RedisThrottle(redis_url, "test#burst", config=config)
+    second = RedisThrottle(redis_url, "test#burst", config=config, sleep=_hang)
+    await _seed(first)
+    held = await _until_blocked(first)
+    waiter = asyncio.ensure_future(second.acquire())
+    assert 1 == await _listeners(redis_url, "test#burst", 1)
+    wakes, reads = _spy(second, "_notify", monkeypatch), _spy(second, "_take", monkeypatch)
+    burst = "for i = 1, 50 do redis.call('PUBLISH', KEYS[1], '') end"
+    admin = redis.Redis.from_url(redis_url)
+
+    admin.eval(burst, 1, "resilient_canvas:test#burst:state:released")
+    for _ in range(100):
+        if reads:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # any later wake-up of this burst has come
+
+    assert not waiter.done()  # the messages freed no room: it waits on
+    assert 1 <= len(wakes) <= 2
+    assert 1 <= len(reads) <= 2
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    wakes.clear()
+    reads.clear()
+    assert 1 == await _listeners(redis_url, "test#burst", 1)  # still listening
+    admin.eval(burst, 1, "resilient_canvas:test#burst:state:released")
+    await asyncio.sleep(0.05)
+    assert ([], []) == (wakes, reads)  # nobody waits: nobody is woken, nothing read
+    for permit in held:
+        first.release(permit)
+    await first.aclose()
+    await second.aclose()
+
+
+def _spy(throttle: RedisThrottle, name: str, monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """Record each call of *throttle*'s method *name* (still calling it) in the list returned."""
+    calls: list[None] = []
+    method = getattr(throttle, name)
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(None)
+        return method(*args, **kwargs)
+
+    monkeypatch.setattr(throttle, name, spy)
+    return calls
+
+
 async def test_an_anchor_is_placed_when_canvas_computed_it_not_when_redis_heard(
     redis_url: str,
 ) -> None:
