@@ -948,9 +948,10 @@ class RedisThrottle(Throttle):
         A burst of releases wakes our heads once: every message read in one
         pass of the event loop (those that arrived together) schedules one
         wake-up, which runs as soon as the listener has read them all, and
-        wakes nobody if nobody here waits. Woken per message, each of N
-        processes woke its heads for every release of the others, N times
-        per burst; the next pass wakes them again for what comes after.
+        wakes nobody if nobody here waits. Woken per message, a burst of N
+        releases woke every waiting process's heads N times (50 messages
+        published together: 50 wake-ups, now 1); a release read in a later
+        pass wakes them again.
         """
         connection = self._connection()
         if not connection.listens:
