@@ -11,7 +11,10 @@ Redis holds only what the processes must share:
   Canvas computed it and who saw it; every process extrapolates from it;
 - **the learned parameters** with their variances, folded into each model with
   ``merge_parameters`` (a worker configured ``learn=False`` keeps its settings);
-- **the pause and the concurrency cut** of throttles without quota headers.
+- **the pause and the concurrency cut** of throttles without quota headers;
+- **the network delay of each network path**, in a hash of its own: a
+  process reads and writes only its own path's field, so the state every
+  script returns stays the same size however many machines share the bucket.
 
 Lua scripts are there for atomicity only: taking a lease checks that the lease
 count and the anchor are still those the decision was computed for; no bucket
@@ -98,7 +101,8 @@ _HOST = socket.gethostname()
 _PARAMETERS = ("hwm", "hwm_var", "up_front_cost", "up_front_cost_var", "outflow", "outflow_var")
 _ROUTE_PARAMETERS = (ROUTE_UP_FRONT, ROUTE_UP_FRONT_VAR)
 
-# KEYS: state, leases, lease info, workers, cancelled lease ids. ARGV[1]: now or ''.
+# KEYS: state, leases, lease info, workers, cancelled lease ids, waiting,
+# network delays. ARGV[1]: now or ''.
 _PRELUDE = (
     LUA_NOW
     + """
@@ -127,12 +131,18 @@ end
 local function touch(ttl)
   for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
 end
-local function view(admitted)
+-- network: this process's network delay field ('' or nil: none). Only its
+-- own: every other path's delay would be read on every call and never taken.
+local function view(admitted, network)
   local leases = {}
   for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     leases[#leases + 1] = m .. '|' .. (redis.call('HGET', KEYS[3], m) or '')
   end
-  return {admitted, tostring(now), leases, redis.call('HGETALL', KEYS[1])}
+  local delay = {}
+  if network and network ~= '' then
+    delay = redis.call('HMGET', KEYS[7], network, network .. '#by')
+  end
+  return {admitted, tostring(now), leases, redis.call('HGETALL', KEYS[1]), delay}
 end
 """
 )
@@ -140,7 +150,8 @@ end
 # ARGV: now, key_ttl_ms, worker, worker_ttl, member ('' = only read), lease_ttl,
 #       reservation, most leases to admit at, anchor sequence computed for,
 #       since when this worker's head waiter waits ('' = none), '1' if this
-#       worker has not learnt the bucket and would learn it alone
+#       worker has not learnt the bucket and would learn it alone, its
+#       network delay field ('' = none)
 ACQUIRE_SCRIPT = (
     _PRELUDE
     + """
@@ -217,7 +228,7 @@ if member ~= '' then
   end
 end
 touch(ARGV[2])
-return view(admitted)
+return view(admitted, ARGV[12])
 """.replace("FAIR_FRESH_S", repr(_FAIR_FRESH_S))
     .replace("FAIR_SLACK_S", repr(_FAIR_SLACK_S))
     .replace("CALIBRATE_FOR_S", repr(_CALIBRATE_FOR_S))
@@ -227,7 +238,8 @@ return view(admitted)
 #       when Canvas computed it (shared clock: orders the answers, and the
 #       leak runs from it), headerless throttle ('1'), pause seconds,
 #       max_in_flight, the earliest Canvas may have computed it (requests
-#       admitted since may not be counted in it),
+#       admitted since may not be counted in it), its network delay field
+#       ('' = none), the delay to publish there ('' = none),
 #       then learned parameters as name, value pairs
 SETTLE_SCRIPT = (
     _PRELUDE
@@ -263,8 +275,12 @@ local pause = tonumber(ARGV[9])
 if pause > 0 and now + pause > (tonumber(s[4]) or 0) then
   redis.call('HSET', KEYS[1], 'pause_until', tostring(now + pause))
 end
-if #ARGV > 11 then
-  for i = 12, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[13] ~= '' then
+  -- Only its own path's field: the state does not grow with the machines.
+  redis.call('HSET', KEYS[7], ARGV[12], ARGV[13], ARGV[12] .. '#by', ARGV[3])
+end
+if #ARGV > 13 then
+  for i = 14, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
   redis.call('HSET', KEYS[1], 'params_by', ARGV[3])
   redis.call('HINCRBY', KEYS[1], 'params_seq', 1)
   if redis.call('HGET', KEYS[1], 'calibrated') then
@@ -274,7 +290,7 @@ if #ARGV > 11 then
 end
 touch(ARGV[2])
 released()
-return view(0)
+return view(0, ARGV[12])
 """
 )
 
@@ -334,6 +350,9 @@ class _View:
     now: float
     leases: list[_Lease]
     state: dict[str, str]
+    #: The network delay shared for this process's network path, and who shared it.
+    one_way: float | None = None
+    one_way_by: str | None = None
 
     def number(self, name: str) -> float | None:
         value = self.state.get(name)
@@ -356,7 +375,7 @@ class _Connection:
 
 
 def _parse(reply: Any) -> tuple[int, _View]:
-    admitted, now, raw_leases, raw_state = reply
+    admitted, now, raw_leases, raw_state, raw_delay = reply
     leases = []
     for raw in raw_leases:
         worker, _, admitted_at, reservation, sd = [*text(raw).split("|"), "", "", "", "", ""][:5]
@@ -367,7 +386,12 @@ def _parse(reply: Any) -> tuple[int, _View]:
             continue
     flat = [text(item) for item in raw_state]
     state = dict(zip(flat[::2], flat[1::2], strict=True))
-    return int(admitted), _View(float(text(now)), leases, state)
+    view = _View(float(text(now)), leases, state)
+    if raw_delay and raw_delay[0] is not None:
+        with contextlib.suppress(ValueError):
+            view.one_way = float(text(raw_delay[0]))
+            view.one_way_by = None if raw_delay[1] is None else text(raw_delay[1])
+    return int(admitted), view
 
 
 class RedisThrottle(Throttle):
@@ -422,7 +446,15 @@ class RedisThrottle(Throttle):
         self._injected_client = redis_client
         self._keys = [
             f"resilient_canvas:{key}:{part}"
-            for part in ("state", "leases", "lease_info", "workers", "cancelled", "waiting")
+            for part in (
+                "state",
+                "leases",
+                "lease_info",
+                "workers",
+                "cancelled",
+                "waiting",
+                "network",
+            )
         ]
         self._lease_ttl = lease_ttl
         self._heartbeat_ttl = heartbeat_ttl
@@ -606,6 +638,7 @@ class RedisThrottle(Throttle):
             seq,
             "" if waiting_since is None else repr(waiting_since + self._offset),
             "1" if self._would_calibrate(route) else "",
+            self._network_key or "",
         ]
         task = asyncio.current_task()
         cancels_before = task.cancelling() if task is not None else 0
@@ -639,11 +672,14 @@ class RedisThrottle(Throttle):
             # Their requests move Canvas's figure unseen: learn only bounds meanwhile.
             self._others_seen = True
             self.model.note_others(self._now())
-        if self._network_key is not None:
-            one_way = view.number(self._network_key)
-            by = view.state.get(self._network_key + "#by")
-            if one_way is not None and by != self._worker:  # not our own back
-                self.model.adopt_network(one_way)
+        # Fields an older version wrote into the state (one_way@...) are not
+        # read: only the network hash's field of our own path is.
+        if (
+            self._network_key is not None
+            and view.one_way is not None
+            and view.one_way_by != self._worker  # not our own back
+        ):
+            self.model.adopt_network(view.one_way)
         anchor, anchor_at = view.number("anchor"), view.number("anchor_at")
         counted_before = self._counted_before(view)
         if (
@@ -743,6 +779,8 @@ class RedisThrottle(Throttle):
             # And as early as it may have been (we may have read the answer
             # late): the requests admitted since may not be counted in it.
             repr(computed - lag + self._offset_low),
+            self._network_key or "",
+            "",  # our network delay, when published (below)
         ]
         # A worker configured learn=False holds its settings, not evidence: never shared.
         if calibrated or (
@@ -753,12 +791,9 @@ class RedisThrottle(Throttle):
             self._published_at = now
             with self._lock:
                 parameters = self.model.parameters()
-                network = self._network_key
-                if network is not None and self.model.network_learnt:
+                if self._network_key is not None and self.model.network_learnt:
                     # Our own bound: the shared one shared back could only fall.
-                    parameters[network] = self.model.own_one_way_delay_s
-            if network is not None and network in parameters:
-                args += [network + "#by", self._worker]
+                    args[-1] = repr(self.model.own_one_way_delay_s)
             for name, value in parameters.items():
                 args += [name, repr(value)]
             if calibrated:
@@ -909,6 +944,14 @@ class RedisThrottle(Throttle):
         again. It holds a connection, so it ends once nobody here has waited
         for ``_LISTEN_IDLE_S`` (a process pacing many tokens keeps none for
         the idle ones).
+
+        A burst of releases wakes our heads once: every message read in one
+        pass of the event loop (those that arrived together) schedules one
+        wake-up, which runs as soon as the listener has read them all, and
+        wakes nobody if nobody here waits. Woken per message, a burst of N
+        releases woke every waiting process's heads N times (50 messages
+        published together: 50 wake-ups, now 1); a release read in a later
+        pass wakes them again.
         """
         connection = self._connection()
         if not connection.listens:
@@ -920,6 +963,14 @@ class RedisThrottle(Throttle):
             connection.listens = False
             return
         loop = asyncio.get_running_loop()
+        wake_pending = False
+
+        def wake() -> None:
+            nonlocal wake_pending
+            wake_pending = False
+            if self.waiting:
+                self._notify()
+
         try:
             await pubsub.subscribe(self._keys[0] + ":released")
             idle_since = loop.time()
@@ -927,8 +978,11 @@ class RedisThrottle(Throttle):
                 message = await pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=_LISTEN_IDLE_S
                 )
-                if message is not None:
-                    self._notify()
+                if message is not None and not wake_pending:
+                    # Runs once this loop pass is over: after the messages
+                    # already received, read without waiting, are all read.
+                    wake_pending = True
+                    loop.call_soon(wake)
                 if self.waiting:
                     idle_since = loop.time()
                 elif loop.time() - idle_since >= _LISTEN_IDLE_S:

@@ -791,6 +791,62 @@ async def test_the_listener_lets_its_connection_go_once_nobody_waits(
     await second.aclose()
 
 
+async def test_a_burst_of_releases_wakes_a_waiting_process_once(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many releases at once wake our heads once, and a process with no waiter not at all.
+
+    Review: each message woke every head, and each woken head read the state
+    again: with 50 processes, every release cost 50 wake-ups.
+    """
+    config = ThrottleConfig(margin=0.0, learn=False)
+    first = RedisThrottle(redis_url, "test#burst", config=config)
+    second = RedisThrottle(redis_url, "test#burst", config=config, sleep=_hang)
+    await _seed(first)
+    held = await _until_blocked(first)
+    waiter = asyncio.ensure_future(second.acquire())
+    assert 1 == await _listeners(redis_url, "test#burst", 1)
+    wakes, reads = _spy(second, "_notify", monkeypatch), _spy(second, "_take", monkeypatch)
+    burst = "for i = 1, 50 do redis.call('PUBLISH', KEYS[1], '') end"
+    admin = redis.Redis.from_url(redis_url)
+
+    admin.eval(burst, 1, "resilient_canvas:test#burst:state:released")
+    for _ in range(200):
+        if reads:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # any later wake-up of this burst has come
+
+    assert not waiter.done()  # the messages freed no room: it waits on
+    assert 1 <= len(wakes) <= 2
+    assert 1 <= len(reads) <= 2
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    wakes.clear()
+    reads.clear()
+    assert 1 == await _listeners(redis_url, "test#burst", 1)  # still listening
+    admin.eval(burst, 1, "resilient_canvas:test#burst:state:released")
+    await asyncio.sleep(0.05)
+    assert ([], []) == (wakes, reads)  # nobody waits: nobody is woken, nothing read
+    for permit in held:
+        first.release(permit)
+    await first.aclose()
+    await second.aclose()
+
+
+def _spy(throttle: RedisThrottle, name: str, monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """Record each call of *throttle*'s method *name* (still calling it) in the list returned."""
+    calls: list[None] = []
+    method = getattr(throttle, name)
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(None)
+        return method(*args, **kwargs)
+
+    monkeypatch.setattr(throttle, name, spy)
+    return calls
+
+
 async def test_an_anchor_is_placed_when_canvas_computed_it_not_when_redis_heard(
     redis_url: str,
 ) -> None:
@@ -851,7 +907,7 @@ async def test_a_network_delay_is_shared_only_with_the_same_machine(redis_url: s
     there = RedisThrottle(redis_url, "test#net", config=config, network_id="there")
     admin = redis.Redis.from_url(redis_url)
     admin.hset(
-        "resilient_canvas:test#net:state",
+        "resilient_canvas:test#net:network",
         mapping={"one_way@there": 0.0001, "one_way@here": 0.003},
     )
 
@@ -929,7 +985,7 @@ async def test_a_process_never_takes_its_own_shared_delay_back(redis_url: str) -
     throttle = RedisThrottle(redis_url, "test#own", network_id="here")
     admin = redis.Redis.from_url(redis_url)
     admin.hset(
-        "resilient_canvas:test#own:state",
+        "resilient_canvas:test#own:network",
         mapping={"one_way@here": 0.0001, "one_way@here#by": throttle._worker},
     )
     permit = await throttle.acquire()
@@ -938,6 +994,81 @@ async def test_a_process_never_takes_its_own_shared_delay_back(redis_url: str) -
     await asyncio.gather(*throttle._settling)
 
     assert throttle.model.one_way_delay_s > 0.005  # its own round trip's bound
+    await throttle.aclose()
+
+
+async def _publish_network_delay(throttle: RedisThrottle) -> None:
+    """Have *throttle* learn its network (3 throttled round trips of 4 ms) and publish it."""
+    throttle.model._network_trips.extend([0.004] * 3)
+    permit = await throttle.acquire()
+    throttle.release(permit, Observation(remaining=550.0, cost=0.0))
+    await asyncio.gather(*throttle._settling)
+
+
+async def test_the_shared_state_does_not_grow_with_the_machines(redis_url: str) -> None:
+    """Each machine's network delay lives in the network hash, not the state every call reads.
+
+    Review: each host added two fields to the state hash, which every
+    admission and settlement reads whole (HGETALL): with many pods each
+    call carried every machine's delay, though a process only takes its own.
+    """
+    admin = redis.Redis.from_url(redis_url)
+    config = ThrottleConfig(explore=False)
+    throttles = [
+        RedisThrottle(redis_url, "test#pods", config=config, network_id=f"pod-{i}")
+        for i in range(50)
+    ]
+    await _publish_network_delay(throttles[0])
+    fields = admin.hlen("resilient_canvas:test#pods:state")
+
+    for throttle in throttles[1:]:
+        await _publish_network_delay(throttle)
+
+    assert fields == admin.hlen("resilient_canvas:test#pods:state")
+    assert 2 * 50 == admin.hlen("resilient_canvas:test#pods:network")
+    for throttle in throttles:
+        await throttle.aclose()
+
+
+async def test_an_older_version_s_delays_in_the_state_are_ignored(redis_url: str) -> None:
+    """Delays a worker of the previous version wrote into the state are read past, not taken."""
+    admin = redis.Redis.from_url(redis_url)
+    admin.hset(
+        "resilient_canvas:test#old:state",
+        mapping={"one_way@here": 0.0001, "one_way@here#by": "an-old-worker"},
+    )
+    throttle = RedisThrottle(redis_url, "test#old", network_id="here")
+    permit = await throttle.acquire()
+    await asyncio.sleep(0.02)
+    throttle.release(permit, Observation(remaining=550.0, cost=0.0))
+    await asyncio.gather(*throttle._settling)
+
+    assert throttle.model.one_way_delay_s > 0.005  # its own round trip's bound
+    assert 550.0 == (await throttle.shared_estimate())["anchor"]
+    await throttle.aclose()
+
+
+async def test_the_network_delays_expire_with_the_state(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The network hash is renewed with the state and expires with it: never left behind."""
+    admin = redis.Redis.from_url(redis_url)
+    throttle = RedisThrottle(redis_url, "test#ttl", config=ThrottleConfig(explore=False))
+    await _publish_network_delay(throttle)
+    assert 2 == admin.hlen("resilient_canvas:test#ttl:network")
+    assert 0 < admin.pttl("resilient_canvas:test#ttl:network")  # not kept forever
+    monkeypatch.setattr(_redis_throttle, "_KEY_TTL_MS", 100)
+
+    permit = await throttle.acquire()  # renews the bucket's keys: to 0.1 s now
+    throttle.release(permit)
+    await asyncio.gather(*throttle._settling)
+    for _ in range(100):
+        if not admin.exists("resilient_canvas:test#ttl:state"):
+            break
+        await asyncio.sleep(0.02)
+
+    assert 0 == admin.exists("resilient_canvas:test#ttl:state")
+    assert 0 == admin.exists("resilient_canvas:test#ttl:network")
     await throttle.aclose()
 
 
