@@ -55,6 +55,7 @@ from resilient_canvas._reconcile import (
 )
 from resilient_canvas._reconcile import reconcile as reconcile_write
 from resilient_canvas._throttle import Observation, Permit, Throttle
+from resilient_canvas._timeouts import within
 from resilient_canvas._translate import from_aiohttp_error, seal
 
 P = ParamSpec("P")
@@ -403,7 +404,7 @@ async def _call_with_retries(
                 left = 0.001
             limit = left if left < per_attempt else per_attempt
             if hooks is None:
-                async with asyncio.timeout(limit):
+                with within(limit):
                     result = await attempt()
             else:
                 sent += 1
@@ -469,7 +470,7 @@ async def _call_with_retries(
 
 
 async def _timed(attempt: Callable[[], Awaitable[T]], limit: float) -> T:
-    async with asyncio.timeout(limit):
+    with within(limit):
         return await attempt()
 
 
