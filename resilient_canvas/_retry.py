@@ -72,6 +72,9 @@ _PRIOR_UP_FRONT_COST = 50.0
 _PRIOR_OUTFLOW = 10.0
 
 DEFAULT_POLICY = RetryPolicy()
+#: Looked up once: reading a member through its enum class costs ~0.1 us on
+#: Python 3.11 (the metaclass's __getattr__), and every attempt reads these.
+_SUCCESS, _IGNORED = Outcome.SUCCESS, Outcome.IGNORED
 #: One generator for every call's jitter: seeding one per call costs more than the call.
 _JITTER = random.Random()
 
@@ -396,7 +399,7 @@ async def _call_with_retries(
                 breaker, admission, throttle, call_info, lambda: total - (clock() - started), sleep
             )
         observation: Observation | None = None
-        outcome = Outcome.IGNORED
+        outcome = _IGNORED
         try:
             # min(per_attempt, max(0.001, left)), in comparisons: once per attempt
             left = total - (clock() - started)
@@ -416,8 +419,9 @@ async def _call_with_retries(
                     resend_count=sent - 1,
                     throttle_wait_s=clock() - entered,
                 )
-            outcome = Outcome.SUCCESS
-            observation = observe(result) if observe else None
+            outcome = _SUCCESS
+            # Only a place taken in the throttle learns from the answer.
+            observation = observe(result) if observe and permit is not None else None
             return result
         except Exception as exc:
             failure = translate(exc, call_info)
