@@ -342,9 +342,7 @@ def call_with_retries(
         BaseException: Anything unrelated to HTTP, unchanged and never retried.
     """
     hooks = _telemetry.hooks
-    active = hooks if hooks is not None and hooks.active() else None
-
-    def run() -> Awaitable[T]:
+    if hooks is None or not hooks.active():
         return _call_with_retries(
             attempt,
             policy,
@@ -356,14 +354,25 @@ def call_with_retries(
             sleep,
             breaker,
             on_outcome_unknown,
-            active,
+            None,
         )
-
-    if active is None:
-        return run()
-    # Telemetry wraps the call in its span and each attempt in a client span.
+    # Telemetry wraps the call in its span (created in it) and each attempt in a client span.
+    run = functools.partial(
+        _call_with_retries,
+        attempt,
+        policy,
+        throttle,
+        budget,
+        info,
+        observe,
+        clock,
+        sleep,
+        breaker,
+        on_outcome_unknown,
+        hooks,
+    )
     info = info or CallInfo()
-    return active.run_call(run, info.method, info.route)
+    return hooks.run_call(run, info.method, info.route)
 
 
 async def _call_with_retries(

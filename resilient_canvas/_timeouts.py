@@ -24,22 +24,20 @@ import math
 import threading
 from types import TracebackType
 
-#: Finished deadlines kept in a watchdog's heap before it is rebuilt without
-#: them (the loop's own rule for cancelled timers: over 100, and over half).
-_MIN_STALE = 100
+#: Heap size past which a watchdog drops the deadlines that finished behind
+#: a longer one still waiting (then at twice what is left).
+_MIN_REBUILD = 100
 
 
 class Deadline:
     """One timed block: enter it with ``with``; see :func:`within`."""
 
-    __slots__ = ("_cancelling", "_task", "_watchdog", "done", "expired", "when")
+    __slots__ = ("_cancelling", "_task", "done", "expired")
 
-    def __init__(self, when: float, task: asyncio.Task[object], watchdog: _Watchdog) -> None:
-        self.when = when
+    def __init__(self, task: asyncio.Task[object]) -> None:
         self._task = task
         # Cancellations requested before the block: not ours to turn into a timeout.
         self._cancelling = task.cancelling()
-        self._watchdog = watchdog
         self.expired = False
         self.done = False
 
@@ -52,8 +50,8 @@ class Deadline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # The watchdog drops it from its heap later, when it next looks.
         self.done = True
-        self._watchdog.finished()
         # asyncio.Timeout.__aexit__'s rule: our cancellation becomes a
         # TimeoutError unless another one was requested meanwhile.
         if (
@@ -78,7 +76,7 @@ class _Watchdog:
         #: two deadlines of the same instant from comparing the objects.
         self._heap: list[tuple[float, int, Deadline]] = []
         self._sequence = itertools.count()
-        self._live = 0
+        self._rebuild_at = _MIN_REBUILD
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at = math.inf
 
@@ -86,23 +84,22 @@ class _Watchdog:
         task = asyncio.current_task(self.loop)
         if task is None:
             raise RuntimeError("Timeout should be used inside a task")
-        deadline = Deadline(self.loop.time() + seconds, task, self)
-        heapq.heappush(self._heap, (deadline.when, next(self._sequence), deadline))
-        self._live += 1
-        if deadline.when < self._armed_at:
-            self._arm(deadline.when)
-        return deadline
-
-    def finished(self) -> None:
-        """A block has ended: drop finished deadlines that no longer wait for anything."""
-        self._live -= 1
         heap = self._heap
+        # Blocks that ended since the last start: a sequential caller's
+        # heap never holds more than the block before and this one.
         while heap and heap[0][2].done:
             heapq.heappop(heap)
-        # Deadlines that finished behind a longer one still waiting.
-        if len(heap) > _MIN_STALE and 2 * self._live < len(heap):
+        if len(heap) > self._rebuild_at:
+            # Blocks that ended behind a longer one still waiting.
             heap[:] = [entry for entry in heap if not entry[2].done]
             heapq.heapify(heap)
+            self._rebuild_at = max(_MIN_REBUILD, 2 * len(heap))
+        when = self.loop.time() + seconds
+        deadline = Deadline(task)
+        heapq.heappush(heap, (when, next(self._sequence), deadline))
+        if when < self._armed_at:
+            self._arm(when)
+        return deadline
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
