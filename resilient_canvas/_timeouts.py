@@ -3,8 +3,8 @@
 ``asyncio.timeout`` schedules a timer handle each time it is entered and
 cancels it on the way out; the loop keeps its timers in a heap ordered by a
 comparison written in Python, so with one timer per request the handles'
-creation, cancellation and sifting cost about ten microseconds a request
-(a few percent of a loopback request; docs/performance.md). Attempts
+creation, cancellation and sifting cost 5-10 us a request (a few percent
+of a loopback request; docs/performance.md). Attempts
 instead register their deadline with their loop's :class:`_Watchdog`, which
 keeps them in a heap of plain tuples and arms one loop timer for the
 earliest deadline, re-arming it only when an earlier one arrives or when it
