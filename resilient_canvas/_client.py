@@ -1286,9 +1286,9 @@ def _slot_setter(name: str) -> Callable[[CanvasResponse, Any], None]:
     return setter
 
 
-# The frozen dataclass's __init__ stores each field through object.__setattr__:
-# ~12,000 instructions (3 us) per response, a tenth of the client's own work.
-# The slots' own setters store the same values without that detour.
+# The frozen dataclass's __init__ stores each field through object.__setattr__
+# (1.5 us a response, by timeit); the slots' own setters store the same values
+# in 0.5 us. Some 12,000 instructions a request: a tenth of what the client added.
 _NEW_RESPONSE = object.__new__
 _SET_STATUS, _SET_HEADERS, _SET_DATA, _SET_URL, _SET_LINKS = map(
     _slot_setter, ("status", "headers", "data", "url", "links")
