@@ -27,7 +27,7 @@ _CHUNK = 256 * 1024
 
 def is_encoded(response: aiohttp.ClientResponse) -> bool:
     """Whether the body is compressed on the wire (its Content-Length is not its size)."""
-    encoding = response.headers.get("Content-Encoding")
+    encoding = response.headers.get(aiohttp.hdrs.CONTENT_ENCODING)
     if encoding is None:  # the common case, without the string work
         return False
     return encoding.strip().lower() not in ("", "identity")

@@ -138,6 +138,11 @@ POLL = 0.05
 #: The answer in the common case, built once: a closed circuit costs nothing per call.
 ADMITTED = Admission(True)
 
+#: Read by every admission and answer, so looked up once: reading a member
+#: through its enum class costs ~0.1 us on Python 3.11 (the metaclass's __getattr__).
+_CLOSED = CircuitState.CLOSED
+_IGNORED, _FAILURE = Outcome.IGNORED, Outcome.FAILURE
+
 
 @dataclass(frozen=True, slots=True)
 class BreakerEstimate:
@@ -472,7 +477,7 @@ class CircuitBreaker:
         """
         data = self._data
         # The common case without the lock: closed and done releasing.
-        if data.state is CircuitState.CLOSED and data.closed_at is None:
+        if data.state is _CLOSED and data.closed_at is None:
             return ADMITTED
         with self._lock:
             now = self._clock()
@@ -500,10 +505,10 @@ class CircuitBreaker:
                 self._ramp_in_flight = max(0, self._ramp_in_flight - 1)
             if admission.probe:
                 return self._end_probe(now, admission, outcome)
-            if outcome is Outcome.IGNORED or self._data.state is not CircuitState.CLOSED:
+            if outcome is _IGNORED or self._data.state is not _CLOSED:
                 # Late answers to requests sent before the circuit opened decide nothing.
                 return None
-            failed = outcome is Outcome.FAILURE
+            failed = outcome is _FAILURE
             self._window.add(now, failed)
             self._streak = self._streak + 1 if failed else 0
             return self._maybe_open(now) if failed else None

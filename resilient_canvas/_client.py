@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aiohttp
+from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -91,6 +92,11 @@ class ClientState(enum.Enum):
     UNOPENED = 1
     OPENED = 2
     CLOSED = 3
+
+
+#: Every request reads these: looked up once, since reading a member through
+#: its enum class costs ~0.1 us on Python 3.11 (the metaclass's __getattr__).
+_OPENED, _CLOSED = ClientState.OPENED, ClientState.CLOSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -819,7 +825,7 @@ class CanvasClient:
     # ---------------------------------------------------------------- internals
 
     def _closed(self) -> bool:
-        return self._state is ClientState.CLOSED
+        return self._state is _CLOSED
 
     def _resolve(self, path: str | URL) -> URL:
         key = str(path)
@@ -891,7 +897,7 @@ class CanvasClient:
         call: _Call,
     ) -> Awaitable[CanvasResponse]:
         """Start one call (await the result): a plain function, one coroutine layer fewer."""
-        session = self._session if self._state is ClientState.OPENED else self._open()
+        session = self._session if self._state is _OPENED else self._open()
         assert session is not None
         query = encode_params(params)
         form = encode_params(data) if data is not None else None
@@ -1019,10 +1025,11 @@ class CanvasClient:
             return _decode(response, body, method, safe_url, call.expect_json)
 
     def _headers(self) -> dict[str, str]:
+        # aiohttp's names (istr): case-folded once, not per request.
         return {
-            "Authorization": self._token.authorization(),
-            "User-Agent": self._user_agent,
-            "Accept": _ACCEPT,
+            hdrs.AUTHORIZATION: self._token.authorization(),
+            hdrs.USER_AGENT: self._user_agent,
+            hdrs.ACCEPT: _ACCEPT,
         }
 
     # ------------------------------------------ reconciling unknown outcomes
@@ -1262,7 +1269,7 @@ def _decode(
                 # Not "from exc": a JSONDecodeError holds the whole document.
                 return _not_json(response.status, body, method, url, exc)
     headers = response.headers
-    link_values = headers.getall("Link", ())
+    link_values = headers.getall(hdrs.LINK, ())
     urls: dict[str, URL] = {}
     link_errors: dict[str, str] = {}
     if link_values:
@@ -1271,17 +1278,51 @@ def _decode(
     # The quota headers alone, not the whole ResponseHeaders view (which also
     # parses Retry-After and the rest for the classifier): this runs per answer.
     remaining, cost = quota_of(headers)
-    return CanvasResponse(
-        status=response.status,
-        headers=headers,
-        data=data,
-        url=url,
-        links=urls,
-        rate_limit_remaining=remaining,
-        request_cost=cost,
-        content=body,
-        link_errors=link_errors,
-    )
+    return _answer(response.status, headers, data, url, urls, remaining, cost, body, link_errors)
+
+
+def _slot_setter(name: str) -> Callable[[CanvasResponse, Any], None]:
+    setter: Callable[[CanvasResponse, Any], None] = getattr(CanvasResponse, name).__set__
+    return setter
+
+
+# The frozen dataclass's __init__ stores each field through object.__setattr__
+# (1.5 us a response, by timeit); the slots' own setters store the same values
+# in 0.5 us. Some 12,000 instructions a request: a tenth of what the client added.
+_NEW_RESPONSE = object.__new__
+_SET_STATUS, _SET_HEADERS, _SET_DATA, _SET_URL, _SET_LINKS = map(
+    _slot_setter, ("status", "headers", "data", "url", "links")
+)
+_SET_REMAINING, _SET_COST, _SET_CONTENT, _SET_LINK_ERRORS, _SET_RECONCILED = map(
+    _slot_setter,
+    ("rate_limit_remaining", "request_cost", "content", "link_errors", "reconciled"),
+)
+
+
+def _answer(
+    status: int,
+    headers: CIMultiDictProxy[str],
+    data: Any,
+    url: str,
+    links: dict[str, URL],
+    remaining: float | None,
+    cost: float | None,
+    content: bytes,
+    link_errors: dict[str, str],
+) -> CanvasResponse:
+    """``CanvasResponse(...)`` of an answer, every field given, built through its slots."""
+    response: CanvasResponse = _NEW_RESPONSE(CanvasResponse)
+    _SET_STATUS(response, status)
+    _SET_HEADERS(response, headers)
+    _SET_DATA(response, data)
+    _SET_URL(response, url)
+    _SET_LINKS(response, links)
+    _SET_REMAINING(response, remaining)
+    _SET_COST(response, cost)
+    _SET_CONTENT(response, content)
+    _SET_LINK_ERRORS(response, link_errors)
+    _SET_RECONCILED(response, False)
+    return response
 
 
 def _not_json(status: int, body: bytes, method: str, url: str, exc: Exception) -> InvalidResponse:

@@ -15,13 +15,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 from yarl import URL
 
 from resilient_canvas._phrases import SANIC_STATUS_PHRASES
 
 #: Longest header value we bother to parse; a longer one is garbage or an attack.
 MAX_HEADER_VALUE_LENGTH = 256
+
+#: Read from every answer. As ``istr`` the names are case-folded once here,
+#: not at each lookup in a case-insensitive multidict (plain dicts see plain strings).
+RATE_LIMIT_REMAINING = istr("X-Rate-Limit-Remaining")
+REQUEST_COST = istr("X-Request-Cost")
 
 _DELAY_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,6})?")
 
@@ -195,8 +200,8 @@ def quota_of(headers: Mapping[str, str]) -> tuple[float | None, float | None]:
     """
     get = headers.get
     return (
-        parse_float_header(get("X-Rate-Limit-Remaining")),
-        parse_float_header(get("X-Request-Cost")),
+        parse_float_header(get(RATE_LIMIT_REMAINING)),
+        parse_float_header(get(REQUEST_COST)),
     )
 
 

@@ -179,4 +179,10 @@ class RetryBudget:
 
     def record_success(self, spent: float) -> None:
         """Refund after a successful call: what it spent, or the success refund."""
-        self.refund(spent if spent > 0 else self.settings.success_refund)
+        amount = spent if spent > 0 else self.settings.success_refund
+        # A full budget (the usual state) stays full: no lock for a refund that
+        # adds nothing. Reading the float is atomic, and a spend racing with
+        # this check is then simply the later of the two.
+        if amount >= 0 and self._tokens >= self.settings.capacity:
+            return
+        self.refund(amount)

@@ -55,6 +55,7 @@ from resilient_canvas._reconcile import (
 )
 from resilient_canvas._reconcile import reconcile as reconcile_write
 from resilient_canvas._throttle import Observation, Permit, Throttle
+from resilient_canvas._timeouts import within
 from resilient_canvas._translate import from_aiohttp_error, seal
 
 P = ParamSpec("P")
@@ -71,6 +72,9 @@ _PRIOR_UP_FRONT_COST = 50.0
 _PRIOR_OUTFLOW = 10.0
 
 DEFAULT_POLICY = RetryPolicy()
+#: Looked up once: reading a member through its enum class costs ~0.1 us on
+#: Python 3.11 (the metaclass's __getattr__), and every attempt reads these.
+_SUCCESS, _IGNORED = Outcome.SUCCESS, Outcome.IGNORED
 #: One generator for every call's jitter: seeding one per call costs more than the call.
 _JITTER = random.Random()
 
@@ -338,9 +342,7 @@ def call_with_retries(
         BaseException: Anything unrelated to HTTP, unchanged and never retried.
     """
     hooks = _telemetry.hooks
-    active = hooks if hooks is not None and hooks.active() else None
-
-    def run() -> Awaitable[T]:
+    if hooks is None or not hooks.active():
         return _call_with_retries(
             attempt,
             policy,
@@ -352,14 +354,25 @@ def call_with_retries(
             sleep,
             breaker,
             on_outcome_unknown,
-            active,
+            None,
         )
-
-    if active is None:
-        return run()
-    # Telemetry wraps the call in its span and each attempt in a client span.
+    # Telemetry wraps the call in its span (created in it) and each attempt in a client span.
+    run = functools.partial(
+        _call_with_retries,
+        attempt,
+        policy,
+        throttle,
+        budget,
+        info,
+        observe,
+        clock,
+        sleep,
+        breaker,
+        on_outcome_unknown,
+        hooks,
+    )
     info = info or CallInfo()
-    return active.run_call(run, info.method, info.route)
+    return hooks.run_call(run, info.method, info.route)
 
 
 async def _call_with_retries(
@@ -395,7 +408,7 @@ async def _call_with_retries(
                 breaker, admission, throttle, call_info, lambda: total - (clock() - started), sleep
             )
         observation: Observation | None = None
-        outcome = Outcome.IGNORED
+        outcome = _IGNORED
         try:
             # min(per_attempt, max(0.001, left)), in comparisons: once per attempt
             left = total - (clock() - started)
@@ -403,7 +416,7 @@ async def _call_with_retries(
                 left = 0.001
             limit = left if left < per_attempt else per_attempt
             if hooks is None:
-                async with asyncio.timeout(limit):
+                with within(limit):
                     result = await attempt()
             else:
                 sent += 1
@@ -415,8 +428,9 @@ async def _call_with_retries(
                     resend_count=sent - 1,
                     throttle_wait_s=clock() - entered,
                 )
-            outcome = Outcome.SUCCESS
-            observation = observe(result) if observe else None
+            outcome = _SUCCESS
+            # Only a place taken in the throttle learns from the answer.
+            observation = observe(result) if observe and permit is not None else None
             return result
         except Exception as exc:
             failure = translate(exc, call_info)
@@ -469,7 +483,7 @@ async def _call_with_retries(
 
 
 async def _timed(attempt: Callable[[], Awaitable[T]], limit: float) -> T:
-    async with asyncio.timeout(limit):
+    with within(limit):
         return await attempt()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import gc
@@ -116,6 +117,21 @@ def test_plain_http_to_a_remote_host_warns() -> None:
 
 
 # ------------------------------------------------------------------ requests
+
+
+async def test_a_response_is_the_dataclass_of_its_fields(
+    canvas: CanvasClient, sim: CanvasSimulator
+) -> None:
+    """Built through its slots, a response still has every field and stays frozen."""
+    response = await canvas.request("GET", "courses/101/enrollments", params={"per_page": 1})
+
+    rebuilt = dataclasses.replace(response)
+
+    assert rebuilt == response
+    assert (200, False) == (response.status, response.reconciled)
+    assert response.next_url is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        response.status = 500  # type: ignore[misc]
 
 
 async def test_verbs_return_decoded_json(canvas: CanvasClient, sim: CanvasSimulator) -> None:
