@@ -640,7 +640,8 @@ class BucketModel:
         self._timings = 0
         self._costs_are_seconds = True
         self._send_lag = _FIRST_SEND_LAG_S
-        self._last_probe: tuple[float, str | None] | None = None
+        #: The route delay() last let through as a probe (None: its last answer was no probe).
+        self._last_probe: tuple[str | None] | None = None
         self._outliers = 0
         self._answers = 0
         self._any_answer = False
@@ -779,6 +780,8 @@ class BucketModel:
         shared through Redis, whose leases name them all), so nothing of
         ours in flight means nothing at all in flight (see ``_lone_wait``).
         """
+        # Only the latest answer is a probe's: the caller admits right after it.
+        self._last_probe = None
         if now < self._pause_until:
             return self._pause_until - now
         n = len(self._active)
@@ -792,7 +795,7 @@ class BucketModel:
         if shortfall < 0:
             return 0.0
         if self._may_probe(free, doubt):
-            self._last_probe = (now, route)
+            self._last_probe = (route,)
             return 0.0
         # The leak makes room, but only until the count is zero; past that
         # only a request ending does. Nothing in flight and nothing left to
@@ -882,7 +885,9 @@ class BucketModel:
         probe = False
         if self._anchor is not None:
             # Admitted beyond what the model allows: delay() said yes to a probe.
-            probe = self._last_probe == (now, route)
+            # (By route, not time: the caller's clock moves between the two calls.)
+            probe = self._last_probe == (route,)
+            self._last_probe = None
             if not self._active and self._remaining_now(now) >= self._hwm:
                 # Idle long enough for the count to leak to zero.
                 self._drained_at, self._charged_since_drain = now, 0.0

@@ -363,3 +363,26 @@ async def test_headerless_server_recovers_after_one_throttle() -> None:
 
     assert 0 == len(result.failures)
     assert 8 == state["peak_after"]
+
+
+def test_a_probe_is_marked_as_one_on_a_clock_that_moves_between_calls() -> None:
+    """A request admitted beyond the model's caution is a probe, whatever the clock does.
+
+    Regression: the model matched the probe by the time of ``delay()`` and of
+    ``admit()``, which the throttle read separately: with ``time.monotonic``
+    they never matched, so no probe was ever marked in production, and a
+    probe's throttle was charged to the user's calls, not to the estimate.
+    """
+    ticks = iter(range(1_000_000))
+    throttle = Throttle(clock=lambda: next(ticks) * 1e-6)
+    model = throttle.model
+    first = throttle.try_acquire()
+    assert first is not None
+    # Canvas shows less room than one reservation: only a probe may go.
+    throttle.release(first, Observation(remaining=30.0, cost=0.1))
+    model._may_probe = lambda free, doubt: True  # type: ignore[method-assign]
+
+    permit = throttle.try_acquire()
+
+    assert permit is not None
+    assert permit.probe
