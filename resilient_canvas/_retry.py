@@ -342,35 +342,12 @@ def call_with_retries(
         BaseException: Anything unrelated to HTTP, unchanged and never retried.
     """
     hooks = _telemetry.hooks
+    args = (attempt, policy, throttle, budget, info, observe, clock, sleep, breaker)
     if hooks is None or not hooks.active():
-        return _call_with_retries(
-            attempt,
-            policy,
-            throttle,
-            budget,
-            info,
-            observe,
-            clock,
-            sleep,
-            breaker,
-            on_outcome_unknown,
-            None,
-        )
+        # No span to open: no closure either (the common case, on every call).
+        return _call_with_retries(*args, on_outcome_unknown, None)
     # Telemetry wraps the call in its span (created in it) and each attempt in a client span.
-    run = functools.partial(
-        _call_with_retries,
-        attempt,
-        policy,
-        throttle,
-        budget,
-        info,
-        observe,
-        clock,
-        sleep,
-        breaker,
-        on_outcome_unknown,
-        hooks,
-    )
+    run = functools.partial(_call_with_retries, *args, on_outcome_unknown, hooks)
     info = info or CallInfo()
     return hooks.run_call(run, info.method, info.route)
 
