@@ -419,7 +419,7 @@ class _Outflow:
             return
         sample = (remaining - remaining0 + settled - settled0) / span
         sample_var = 2 * noise / (span * span)
-        if (sample - self.mean) ** 2 > _GATE_Z**2 * (self.var + sample_var):
+        if (sample - self.mean) ** 2 > _GATE_Z_SQUARED * (self.var + sample_var):
             # A pair we miscounted (or another client's burst): one is noise,
             # several in a row on one side mean the rate is elsewhere.
             same_side = (sample > self.mean) == self.high
@@ -822,9 +822,9 @@ class BucketModel:
         that slept until the next answer let a slot the server had already
         freed sit idle for the answer's transit and the next request's (one
         more round trip per cycle where service times are short). The room is
-        a step function of time: checked at the times the chances rise, the
-        first that fits found by bisection (it grows with time but for
-        stragglers, whose bets lapse: a wake-up then merely looks again).
+        a step function of time: checked at the times the chances rise (a
+        few of them, spread out), the first that fits returned; a wake-up
+        that finds no room after all merely looks again.
         """
         least = self._least_transits()
         if least <= 0.0:
@@ -834,8 +834,8 @@ class BucketModel:
             stats = self._stats_of(permit.route)
             points.update(stats.ending_points(now - permit.admitted_at, least))
         times = sorted(t for t in points if t > 0.0)
-        # A few of them, spread over the lot: the room need not grow
-        # monotonically (a straggler's bet lapses), so no bisection.
+        # Spread over the lot, in order, not bisected: the room need not grow
+        # monotonically (a straggler's bet lapses).
         step = max(1, len(times) // _ENDING_LOOKS)
         for seconds in times[::step]:
             if self._fits(now + seconds, route):
@@ -1574,10 +1574,12 @@ class BucketModel:
 
         Throttled round trips are exact; without them, answers associated
         with our recent requests bracket the transits: above the age of the
-        oldest request not counted yet, at most the youngest counted. A low
-        quantile of the lower bounds (one wrong association must not make
-        requests end early), never above any upper bound: where transits
-        differ the least one is what counts.
+        oldest request not counted yet, at most the youngest counted. The
+        larger of two readings of the lower bounds, neither above any upper
+        bound (where transits differ the least one is what counts): a low
+        quantile of the latest, and the third highest of a longer span less
+        the round trips' spread (one or two wrong associations must not make
+        requests end early).
         """
         if len(self._network_trips) >= _NETWORK_MIN:
             # One or two may both be slow ones where transits differ.

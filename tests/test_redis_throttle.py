@@ -11,6 +11,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis
@@ -744,14 +745,21 @@ async def _listeners(redis_url: str, key: str, want: int) -> int:
     return count
 
 
-async def _woken_by_a_release(redis_url: str, key: str) -> tuple[RedisThrottle, RedisThrottle]:
-    """A waiter of one process whose timer never fires, admitted by another's release."""
+async def _full_and_waiting(
+    redis_url: str, key: str, **second: Any
+) -> tuple[RedisThrottle, RedisThrottle, list[Permit], asyncio.Future[Permit]]:
+    """One process fills the shared bucket; another (made with *second*) waits for room."""
     config = ThrottleConfig(margin=0.0, learn=False)
     first = RedisThrottle(redis_url, key, config=config)
-    second = RedisThrottle(redis_url, key, config=config, sleep=_hang)
+    waiting = RedisThrottle(redis_url, key, config=config, **second)
     await _seed(first)
     held = await _until_blocked(first)
-    waiter = asyncio.ensure_future(second.acquire())
+    return first, waiting, held, asyncio.ensure_future(waiting.acquire())
+
+
+async def _woken_by_a_release(redis_url: str, key: str) -> tuple[RedisThrottle, RedisThrottle]:
+    """A waiter of one process whose timer never fires, admitted by another's release."""
+    first, second, held, waiter = await _full_and_waiting(redis_url, key, sleep=_hang)
     assert 1 == await _listeners(redis_url, key, 1)
     assert not waiter.done()
 
@@ -799,12 +807,7 @@ async def test_a_burst_of_releases_wakes_a_waiting_process_once(
     Review: each message woke every head, and each woken head read the state
     again: with 50 processes, every release cost 50 wake-ups.
     """
-    config = ThrottleConfig(margin=0.0, learn=False)
-    first = RedisThrottle(redis_url, "test#burst", config=config)
-    second = RedisThrottle(redis_url, "test#burst", config=config, sleep=_hang)
-    await _seed(first)
-    held = await _until_blocked(first)
-    waiter = asyncio.ensure_future(second.acquire())
+    first, second, held, waiter = await _full_and_waiting(redis_url, "test#burst", sleep=_hang)
     assert 1 == await _listeners(redis_url, "test#burst", 1)
     wakes, reads = _spy(second, "_notify", monkeypatch), _spy(second, "_take", monkeypatch)
     burst = "for i = 1, 50 do redis.call('PUBLISH', KEYS[1], '') end"
@@ -1089,12 +1092,9 @@ async def test_a_client_without_pubsub_leaves_the_waiters_polling(redis_url: str
     import redis.asyncio as redis_asyncio
 
     client = _NoPubSubClient(redis_asyncio.Redis.from_url(redis_url))
-    config = ThrottleConfig(margin=0.0, learn=False)
-    first = RedisThrottle(redis_url, "test#nopubsub", config=config)
-    second = RedisThrottle(redis_url, "test#nopubsub", config=config, redis_client=client)
-    await _seed(first)
-    held = await _until_blocked(first)
-    waiter = asyncio.ensure_future(second.acquire())
+    first, second, held, waiter = await _full_and_waiting(
+        redis_url, "test#nopubsub", redis_client=client
+    )
     await asyncio.sleep(0.05)
 
     first.release(held.pop())
