@@ -115,7 +115,9 @@ def clairvoyant(draws: list[float], k: int, delay: float) -> float:
     return max(ends) + 2 * delay
 
 
-def informed(draws: list[float], k: int, delay: float, alive: Callable[[float], float], risk: float) -> Outcome:
+def informed(
+    draws: list[float], k: int, delay: float, alive: Callable[[float], float], risk: float
+) -> Outcome:
     """Play the job with the informed client at *risk*; see the module docstring."""
     draw = iter(draws)
     now, next_tick = 0.0, 0.0

@@ -108,8 +108,6 @@ _TRIP_LOW_SHARE = 0.02
 _LOG_MOVE = 0.10
 #: How far the true network delay may be below the least one measured, as a fraction.
 _DELAY_DOUBT = 0.1
-#: Round trips measured before the network delay is trusted to rule requests out.
-_TIMINGS_TRUSTED = 20
 #: How late a busy event loop may send a request it was allowed to send, in seconds.
 _SEND_LAG_S = 0.005
 #: Where that allowance starts, and how far a throttle may push it: a fresh
@@ -1421,13 +1419,14 @@ class BucketModel:
         holding its reservation. The doubtful ones count as at the server
         for admission (the safe side) and keep the answer out of learning.
         """
-        round_trip = 2 * self._one_way
         sure_after = self._settled_after()
-        # Once the delay is known from many answers, a request sent well
-        # within one round trip had surely not arrived.
-        not_before = round_trip * (1 - _DELAY_DOUBT) - self._send_lag
-        if self._timings < _TIMINGS_TRUSTED:
-            not_before = -math.inf
+        # A request younger than the least two transits had surely not
+        # arrived when Canvas answered (its own transit and the answer's).
+        # Not the delay we know: that is an upper bound (round trip less
+        # cost), and where Canvas spends more than CPU and database time on
+        # a request it is several times the truth.
+        least = self._least_transits()
+        not_before = least - self._send_lag if least > 0.0 else -math.inf
         jitter = self._network_jitter()
         jittery = jitter > _SEND_LAG_S
         # Past this age a request was there even by the bound from round trips.

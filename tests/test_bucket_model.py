@@ -611,3 +611,34 @@ def test_a_run_of_wild_outflow_samples_that_disagree_is_not_believed() -> None:
         _pair(flow, (1, i), 100.0 + 10.0 * i, 0.6, rate)
 
     assert 20.0 == pytest.approx(flow.mean, abs=1.0)
+
+
+def test_requests_are_not_taken_as_unarrived_on_a_loose_delay() -> None:
+    """The headroom survives bursts where the known delay is only an upper bound.
+
+    Regression (bench_installs light-ufc20: 0.1 s of service, cost 0.022,
+    20 ms each way): the delay known from round trips less cost was 59 ms
+    each way, three times the truth. Requests younger than that round trip
+    were taken as not yet at Canvas; an answer counting 24 of them was read
+    as counting none, and the filter restarted its headroom at 121 units
+    where it was 600 (hwm, the bucket otherwise empty).
+    """
+    world = World(
+        settings=ThrottleSettings(up_front_cost=20.0),
+        one_way=0.02,
+        service=lambda rng: 0.1,
+        cost=lambda rng: 0.022,
+    )
+    headroom: list[float] = []
+    settle = world.model.settle
+
+    def recording(permit: Permit, observation: Observation | None, now: float) -> None:
+        settle(permit, observation, now)
+        headroom.append(world.model._filter.x[0])
+
+    world.model.settle = recording  # type: ignore[method-assign]
+    world.run(1500)
+
+    assert world.throttled == 0
+    # Canvas's headroom is hwm (600) less the costs not yet leaked: a few units.
+    assert min(headroom[100:]) > 600.0 - 2 * 20.0
