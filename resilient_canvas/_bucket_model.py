@@ -1405,7 +1405,7 @@ class BucketModel:
         self, answered: Permit, now: float
     ) -> tuple[list[Permit], list[Permit], list[Permit], list[Permit]]:
         """Our requests at the server when it answered, those we cannot be sure of,
-        those probably too young to have reached it, and those of the first
+        those too young to have reached it, and those of the first
         list taken as there only by the transits answers showed (an event
         loop that sends or reads late would fool that: ``_associate`` checks).
 
