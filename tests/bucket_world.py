@@ -39,6 +39,8 @@ class World:
     #: read, up to this much later than the model is told (uniformly).
     loop_lag: float = 0.0
     service: Callable[[random.Random], float] = lambda rng: rng.uniform(0.04, 0.06)
+    #: Each transit's duration, drawn (replaces *one_way* and *jitter* when set).
+    transit: Callable[[random.Random], float] | None = None
     cost: Callable[[random.Random], float] = lambda rng: 0.04
     route_up_front: dict[str, float] = field(default_factory=dict)
     seed: int = 1
@@ -66,6 +68,8 @@ class World:
         heapq.heappush(self._queue, (when, next(self._order), action))
 
     def _transit(self) -> float:
+        if self.transit is not None:
+            return self.transit(self._net_rng)
         if not self.jitter:
             return self.one_way
         return self.one_way + self._net_rng.uniform(0.0, self.jitter)
