@@ -636,7 +636,6 @@ class BucketModel:
         self._shared_trip = math.inf
         self._network_trips: collections.deque[float] = collections.deque(maxlen=_NETWORK_KEPT)
         self._timings = 0
-        self._costs_are_seconds = True
         self._send_lag = _FIRST_SEND_LAG_S
         #: The route delay() last let through as a probe (None: its last answer was no probe).
         self._last_probe: tuple[str | None] | None = None
@@ -1362,13 +1361,10 @@ class BucketModel:
         """
         rtt = max(0.0, now - permit.admitted_at)
         network = rtt
-        if not throttled and cost is not None:
-            if cost < rtt:
-                network = rtt - cost
-            elif cost > rtt + 0.001:
-                # A cost beyond the whole round trip is not seconds of work
-                # (not Canvas, or a proxy): the delay it bounds is no bound.
-                self._costs_are_seconds = False
+        # A cost beyond the whole round trip is not seconds of work (not
+        # Canvas, or a proxy): that answer bounds the network by its round trip.
+        if not throttled and cost is not None and cost < rtt:
+            network = rtt - cost
         self._rtt_floor = min(self._rtt_floor * 1.001 + 1e-6, network)
         if throttled:
             # A throttled answer's round trip is the network's alone: their
