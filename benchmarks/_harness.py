@@ -27,11 +27,14 @@ Examples::
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import multiprocessing.queues
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -171,3 +174,20 @@ async def control(base_url: str, action: str) -> Any:
 def leaky_bucket_bound(workload: Workload) -> float:
     """The shortest wall time the workload's install allows for it (see ``Workload.bound``)."""
     return workload.bound()
+
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def save_results(name: str, report: dict[str, Any], *, partial: bool) -> bool:
+    """Write *report* to ``results/<name>`` unless the run covered only part of the benchmark.
+
+    Returns whether it was written (a partial run would overwrite the full
+    figures the docs quote with a subset).
+    """
+    if partial:
+        print("partial run: results not written", file=sys.stderr)
+        return False
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / name).write_text(json.dumps(report, indent=2) + "\n")
+    return True

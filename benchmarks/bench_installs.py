@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -56,13 +55,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _harness import RouteShare, Workload, control, simulator_process
+from _harness import RESULTS, RouteShare, Workload, control, save_results, simulator_process
 
 from resilient_canvas import CanvasClient, Throttle
 from resilient_canvas.exceptions import RateLimitExceeded
 from resilient_canvas.testing import Distribution, RouteProfile, ThrottleSettings
 
-RESULTS = Path(__file__).parent / "results"
 TOKEN = "bench-token"
 CONCURRENCY = 20
 ATTEMPTS = 30
@@ -491,12 +489,8 @@ def main() -> None:
     report["total_s"] = round(time.perf_counter() - started, 1)
     print(f"grid ran in {report['total_s']} s; one-at-a-time extrapolated (~) past its cap")
     print_table(report)
-    if args.cell or args.only:
-        print("partial run: results not written", file=sys.stderr)
-        return
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "installs.json").write_text(json.dumps(report, indent=2) + "\n")
-    heatmap(report, RESULTS / "installs_heatmap.png")
+    if save_results("installs.json", report, partial=bool(args.cell or args.only)):
+        heatmap(report, RESULTS / "installs_heatmap.png")
 
 
 def print_table(report: dict[str, Any]) -> None:

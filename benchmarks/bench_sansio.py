@@ -25,14 +25,13 @@ Run: ``python benchmarks/bench_sansio.py [--seeds N] [--cell NAME ...]``
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-from _harness import Workload
+from _harness import Workload, save_results
 from bench_installs import _cells
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,8 +40,6 @@ sys.path.insert(0, str(ROOT))
 from resilient_canvas.testing import RouteProfile  # noqa: E402
 from resilient_canvas.testing._bound import CallShape, schedule_bound  # noqa: E402
 from tests.bucket_world import World  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 
 
 class _Draws:
@@ -103,11 +100,7 @@ def main() -> None:
             f"| {row['worst_throttled_pct']:g}% |",
             flush=True,
         )
-    if args.cell:
-        print("partial run: results not written", file=sys.stderr)
-        return
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "sansio.json").write_text(json.dumps(report, indent=2) + "\n")
+    save_results("sansio.json", report, partial=bool(args.cell))
 
 
 if __name__ == "__main__":
